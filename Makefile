@@ -1,0 +1,44 @@
+# atoms-appliance: the two set-up commands are `make demo` and `make test`.
+# Each installs what it needs (Debian packages, a .venv, the project) and then runs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEB_PACKAGES := python3-venv python3-dev gcc libasound2-dev alsa-utils espeak-ng sox
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test bench lint deps venv clean soak
+
+deps: .stamp-deps
+.stamp-deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:" $$missing; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@touch $@
+
+$(BIN)/atoms-appliance: pyproject.toml .stamp-deps
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $@
+
+venv: $(BIN)/atoms-appliance
+
+demo: deps venv
+	$(BIN)/atoms-appliance demo
+
+test: deps venv
+	$(BIN)/python -m pytest -q
+
+bench: deps venv
+	$(BIN)/python -m tests.bench.run
+
+lint: venv
+	$(BIN)/ruff check device hw tests
+	$(BIN)/mypy device hw
+
+clean:
+	rm -rf $(VENV) .stamp-deps demo-out bench-out

@@ -1,0 +1,260 @@
+"""The vocabulary of the state machine: events in, actions out, and the states in between.
+
+Everything here is an immutable value. Producers (buttons, the control socket, the session
+client, the audio threads, signal handlers) only build events and put them on the main thread's
+queue; the pure `device.state_machine.step` turns each into a new state plus actions, and the
+service (`device.service`) carries the actions out.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Literal, Union
+
+
+class CallMode(StrEnum):
+    BUTTON = "button"              # press: call; press again: hang up
+    PUSH_TO_TALK = "push_to_talk"  # connected; mic sent only while held; release commits
+    ALWAYS = "always"              # connected from boot, reconnects forever; the button is mute
+
+
+class CallState(StrEnum):
+    IDLE = "idle"
+    CONNECTING = "connecting"
+    IN_CALL = "in_call"
+    RECONNECTING = "reconnecting"
+    AUTH_ERROR = "auth_error"
+
+
+class ButtonName(StrEnum):
+    CALL = "call"   # call / talk button
+    MUTE = "mute"
+
+
+class StatusPattern(StrEnum):
+    """What the status LED does."""
+
+    OFF = "off"
+    BLINK = "blink"            # connecting / reconnecting / offline
+    ON = "on"                  # in a call, listening
+    FAST_BLINK = "fast_blink"  # hardware or other error
+    AUTH_ERROR = "auth_error"  # double blink: the key or agent was rejected
+
+
+class Indicator(StrEnum):
+    """The one condition a single-LED device shows, by priority (highest first)."""
+
+    MUTED = "muted"
+    ERROR = "error"
+    CONNECTING = "connecting"
+    AGENT_SPEAKING = "agent_speaking"
+    LISTENING = "listening"
+    IDLE = "idle"
+
+
+@dataclass(frozen=True)
+class LedState:
+    """The outputs a person sees. The mute LED is on exactly when the mic gate is closed by mute."""
+
+    status: StatusPattern = StatusPattern.OFF
+    mute: bool = False
+    speaking: bool = False
+    indicator: Indicator = Indicator.IDLE
+
+
+@dataclass(frozen=True)
+class MachineConfig:
+    """Settings the state machine depends on (fixed for the life of the service)."""
+
+    mode: CallMode = CallMode.BUTTON
+    half_duplex: bool = False   # gate the mic while the agent talks
+    earcons: bool = True
+
+
+@dataclass(frozen=True)
+class MachineState:
+    call: CallState = CallState.IDLE
+    muted: bool = False
+    agent_speaking: bool = False
+    talking: bool = False                          # push-to-talk held
+    hardware_faults: frozenset[str] = frozenset()  # devices currently lost ("capture", "playback")
+    shutting_down: bool = False
+    last_error: str | None = None
+
+
+# -- events --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ButtonPressed:
+    button: ButtonName
+
+
+@dataclass(frozen=True)
+class ButtonReleased:
+    button: ButtonName
+
+
+@dataclass(frozen=True)
+class ButtonHeld:
+    """The button has been held for the long-press time (always ends the call)."""
+
+    button: ButtonName
+
+
+CommandName = Literal["call", "hangup", "mute", "unmute", "talk_start", "talk_stop"]
+COMMAND_NAMES: tuple[CommandName, ...] = ("call", "hangup", "mute", "unmute", "talk_start", "talk_stop")
+
+
+@dataclass(frozen=True)
+class Command:
+    """A control-socket command (a kiosk screen, home automation, tests)."""
+
+    name: CommandName
+
+
+@dataclass(frozen=True)
+class SessionConnecting:
+    attempt: int = 1
+
+
+@dataclass(frozen=True)
+class SessionStarted:
+    """`session.created` arrived: the agent is on the line."""
+
+    session_id: str
+    call_id: str
+    sample_rate: int
+
+
+@dataclass(frozen=True)
+class SessionEnded:
+    """The session ended for good (`session.closed`, or the close we asked for completed)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class ConnectionLost:
+    """The network failed or the server refused for now (503); the client retries by itself."""
+
+    reason: str
+    retry_in: float
+
+
+@dataclass(frozen=True)
+class AuthRejected:
+    """HTTP 401 or close code 4401/4403: no retry until a user action or SIGHUP."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class AgentStartedTalking:
+    pass
+
+
+@dataclass(frozen=True)
+class AgentStoppedTalking:
+    pass
+
+
+@dataclass(frozen=True)
+class AgentInterrupted:
+    """The server's `interruption`: the user talked over the agent."""
+
+
+@dataclass(frozen=True)
+class HardwareLost:
+    device: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class HardwareBack:
+    device: str
+
+
+@dataclass(frozen=True)
+class Reload:
+    """SIGHUP: retry after an auth error (the operator fixed the key)."""
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    """SIGTERM / SIGINT: end the call politely and turn everything off."""
+
+
+Event = Union[
+    ButtonPressed, ButtonReleased, ButtonHeld, Command, SessionConnecting, SessionStarted,
+    SessionEnded, ConnectionLost, AuthRejected, AgentStartedTalking, AgentStoppedTalking,
+    AgentInterrupted, HardwareLost, HardwareBack, Reload, Shutdown,
+]
+
+
+# -- actions -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Connect:
+    """Start a session (or retry after an auth error). No-op if one is already up or coming."""
+
+
+@dataclass(frozen=True)
+class Disconnect:
+    """Send `session.close`, wait up to 1 s for `session.closed`, close the socket; no reconnect."""
+
+
+@dataclass(frozen=True)
+class SetMicGate:
+    """Whether captured audio may leave the device. Closed means not one frame is sent."""
+
+    open: bool
+
+
+@dataclass(frozen=True)
+class SetDownlinkGate:
+    """Whether agent audio is played (closed while push-to-talk is held: local barge-in)."""
+
+    open: bool
+
+
+@dataclass(frozen=True)
+class SendCommit:
+    """`input_audio_buffer.commit` (push-to-talk release)."""
+
+
+@dataclass(frozen=True)
+class FlushPlayback:
+    """Clear the jitter buffer and drop the device buffer: the speaker is silent within a period."""
+
+
+@dataclass(frozen=True)
+class ShowLeds:
+    leds: LedState
+
+
+EarconName = Literal["connected", "ended", "muted", "unmuted", "error"]
+
+
+@dataclass(frozen=True)
+class PlayEarcon:
+    name: EarconName
+
+
+@dataclass(frozen=True)
+class PersistMute:
+    muted: bool
+
+
+@dataclass(frozen=True)
+class StopService:
+    """Everything is shut down: the main loop may exit."""
+
+
+Action = Union[
+    Connect, Disconnect, SetMicGate, SetDownlinkGate, SendCommit, FlushPlayback, ShowLeds,
+    PlayEarcon, PersistMute, StopService,
+]
+
+
+@dataclass(frozen=True)
+class Transition:
+    state: MachineState
+    actions: tuple[Action, ...] = field(default_factory=tuple)

@@ -1,0 +1,356 @@
+"""Fake microphone and speaker: WAV in, WAV out, paced by an injectable clock, with a room.
+
+These are product code (the demo and the tests run on them), with controls for tests:
+`inject()` adds a mic signal, `unplug()`/`replug()` make a device vanish and come back, and the
+speaker keeps what it played (`played`) for assertions. The optional `FakeRoom` adds the speaker's
+output back into the microphone with a delay, a gain and an impulse response, so echo cancellation
+and barge-in can be tried on a laptop.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import soxr
+
+from hw.audio import BYTES_PER_FRAME, AudioBackend, AudioCapture, AudioFormat, AudioPlayback
+from hw.clock import Clock, RealClock
+from hw.errors import DeviceUnavailable
+from hw.wavio import WavRecorder, read_wav_mono16
+
+log = logging.getLogger(__name__)
+
+ClockFactory = Callable[[], Clock]
+
+
+class FakeRoom:
+    """Acoustic path from the fake speaker to the fake mic (thread-safe: speaker and mic threads).
+
+    The speaker's samples enter a delay line at the mic rate (resampled with a soxr stream when
+    the rates differ); each mic period takes the next samples out, convolved with the impulse
+    response and scaled by the gain. The line is consumed at the mic's pace, so the echo delay is
+    the bulk delay plus whatever the speaker has queued ahead, as on real hardware.
+    """
+
+    MAX_BACKLOG_SECONDS = 2.0
+
+    def __init__(
+        self,
+        mic_rate: int,
+        delay_ms: float = 0.0,
+        gain_db: float = -6.0,
+        impulse_response: np.ndarray | None = None,
+    ) -> None:
+        self.mic_rate = mic_rate
+        self.gain = float(10 ** (gain_db / 20))
+        ir = np.array([1.0]) if impulse_response is None else np.asarray(impulse_response, dtype=np.float64)
+        self._ir = ir * self.gain
+        self._tail = np.zeros(max(len(self._ir) - 1, 0))
+        self._line: deque[np.ndarray] = deque()
+        self._line_frames = 0
+        self._lock = threading.Lock()
+        self._resampler: soxr.ResampleStream | None = None
+        self._speaker_rate: int | None = None
+        self.dropped_frames = 0
+        delay_frames = int(round(delay_ms * mic_rate / 1000))
+        if delay_frames:
+            self._push(np.zeros(delay_frames))
+
+    @classmethod
+    def from_files(cls, mic_rate: int, delay_ms: float, gain_db: float, ir_file: str | Path | None) -> FakeRoom:
+        ir = None
+        if ir_file:
+            ir = np.frombuffer(read_wav_mono16(ir_file, mic_rate), dtype="<i2").astype(np.float64) / 32768.0
+            peak = np.max(np.abs(ir)) if ir.size else 0.0
+            ir = ir / peak if peak > 0 else np.array([1.0])
+        return cls(mic_rate, delay_ms, gain_db, ir)
+
+    def _push(self, samples: np.ndarray) -> None:
+        self._line.append(samples)
+        self._line_frames += len(samples)
+        limit = int(self.MAX_BACKLOG_SECONDS * self.mic_rate)
+        while self._line_frames > limit and self._line:
+            old = self._line.popleft()
+            self._line_frames -= len(old)
+            self.dropped_frames += len(old)
+
+    def speaker_played(self, pcm: bytes, rate: int) -> None:
+        samples = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
+        with self._lock:
+            if rate != self.mic_rate:
+                if self._resampler is None or self._speaker_rate != rate:
+                    self._resampler = soxr.ResampleStream(rate, self.mic_rate, 1, dtype="float64")
+                    self._speaker_rate = rate
+                samples = self._resampler.resample_chunk(samples)
+            if len(samples):
+                self._push(samples)
+
+    def mic_echo(self, frames: int) -> np.ndarray:
+        """The next `frames` echo samples (float, PCM16 scale) for the mic."""
+        with self._lock:
+            out = np.zeros(frames)
+            filled = 0
+            while filled < frames and self._line:
+                head = self._line[0]
+                take = min(frames - filled, len(head))
+                out[filled:filled + take] = head[:take]
+                if take == len(head):
+                    self._line.popleft()
+                else:
+                    self._line[0] = head[take:]
+                self._line_frames -= take
+                filled += take
+            if len(self._ir) == 1:
+                return out * self._ir[0]
+            full = np.convolve(out, self._ir)
+            full[: len(self._tail)] += self._tail
+            self._tail = full[frames:].copy()
+            return full[:frames]
+
+
+class _Plug:
+    """Whether a fake device is plugged in; flipped by tests (any thread)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._present = threading.Event()
+        self._present.set()
+
+    @property
+    def present(self) -> bool:
+        return self._present.is_set()
+
+    def unplug(self) -> None:
+        self._present.clear()
+
+    def replug(self) -> None:
+        self._present.set()
+
+    def check(self) -> None:
+        if not self._present.is_set():
+            raise DeviceUnavailable(self.name, "device unplugged")
+
+
+class FakeCapture(AudioCapture):
+    """A mic that plays a WAV once, then silence, plus injected audio and room echo, in real time."""
+
+    def __init__(self, backend: FakeAudioBackend, sample_rate: int, period_frames: int) -> None:
+        self._backend = backend
+        self.format = AudioFormat(sample_rate, period_frames, period_frames * 4)
+        self._clock = backend.clock_factory()
+        self._t0 = 0.0
+        self._periods = 0
+        self._opened = False
+
+    def open(self) -> AudioFormat:
+        self._backend.capture_plug.check()
+        self._t0 = self._clock.monotonic()
+        self._periods = 0
+        self._opened = True
+        self._backend.note_capture_open(self)
+        return self.format
+
+    def read(self) -> bytes:
+        if not self._opened:
+            raise DeviceUnavailable(self._backend.capture_plug.name, "read on a closed device")
+        self._periods += 1
+        self._clock.sleep_until(self._t0 + self._periods * self.format.period_seconds)
+        self._backend.capture_plug.check()
+        frames = self.format.period_frames
+        signal = self._backend.next_mic_samples(frames, self.format.sample_rate)
+        if self._backend.room is not None:
+            signal = signal + self._backend.room.mic_echo(frames)
+        return np.clip(np.round(signal), -32768, 32767).astype("<i2").tobytes()
+
+    def close(self) -> None:
+        self._opened = False
+
+
+class FakePlayback(AudioPlayback):
+    """A speaker that plays in real time by the clock, records what it played and feeds the room.
+
+    `write` blocks while `buffer_frames` are queued ahead of the play position, like a sound card.
+    `drop` discards what is queued and not yet played; the recording holds only what was played.
+    """
+
+    def __init__(self, backend: FakeAudioBackend, sample_rate: int, period_frames: int, buffer_periods: int) -> None:
+        self._backend = backend
+        self.format = AudioFormat(sample_rate, period_frames, period_frames * buffer_periods)
+        self._clock = backend.clock_factory()
+        self._t0 = 0.0
+        self._written = 0  # frames handed to the device since open (the device timeline)
+        self._queued: deque[tuple[int, bytes]] = deque()  # (start frame, pcm) not yet played
+        self._opened = False
+
+    def _play_position(self) -> int:
+        return int((self._clock.monotonic() - self._t0) * self.format.sample_rate)
+
+    def open(self) -> AudioFormat:
+        self._backend.playback_plug.check()
+        self._t0 = self._clock.monotonic()
+        self._written = 0
+        self._queued.clear()
+        self._opened = True
+        return self.format
+
+    def _retire_played(self, position: int) -> None:
+        while self._queued:
+            start, pcm = self._queued[0]
+            if start + len(pcm) // BYTES_PER_FRAME > position:
+                break
+            self._queued.popleft()
+            self._backend.record_played(pcm, self.format.sample_rate)
+
+    def write(self, pcm: bytes) -> None:
+        if not self._opened:
+            raise DeviceUnavailable(self._backend.playback_plug.name, "write on a closed device")
+        self._backend.playback_plug.check()
+        frames = len(pcm) // BYTES_PER_FRAME
+        fmt = self.format
+        # Wait for room in the device buffer.
+        self._clock.sleep_until(self._t0 + (self._written + frames - fmt.buffer_frames) / fmt.sample_rate)
+        position = self._play_position()
+        self._retire_played(position)
+        if position > self._written:
+            # The writer was late: the device ran dry and played silence (an underrun).
+            self.underruns += 1
+            gap = position - self._written
+            self._backend.record_played(bytes(gap * BYTES_PER_FRAME), fmt.sample_rate)
+            self._written = position
+        self._queued.append((self._written, pcm))
+        self._written += frames
+        self._backend.speaker_queued(pcm, fmt.sample_rate)
+
+    def drop(self) -> None:
+        position = self._play_position()
+        self._retire_played(position)
+        if self._queued:
+            start, pcm = self._queued.popleft()
+            played = max(0, position - start) * BYTES_PER_FRAME
+            self._backend.record_played(pcm[:played], self.format.sample_rate)
+        self._queued.clear()
+        self._written = max(position, 0) if self._written > position else self._written
+
+    def close(self) -> None:
+        if self._opened:
+            self._queued.clear()
+        self._opened = False
+
+
+class FakeAudioBackend(AudioBackend):
+    """The fake audio pair (mic + speaker) sharing one optional room. Controls for tests included.
+
+    Thread-safety: the mic is read by the capture thread and the speaker written by the playback
+    thread; the shared parts (room, injected audio, history) are guarded by a lock.
+    """
+
+    name = "fake"
+
+    def __init__(
+        self,
+        capture_file: str | Path | None = None,
+        playback_file: str | Path | None = None,
+        clock_factory: ClockFactory = RealClock,
+        room: FakeRoom | None = None,
+        keep_history: bool = True,
+    ) -> None:
+        self.capture_file = capture_file
+        self.playback_file = playback_file
+        self.clock_factory = clock_factory
+        self.room = room
+        self.capture_plug = _Plug("fake:capture")
+        self.playback_plug = _Plug("fake:playback")
+        self._lock = threading.Lock()
+        self._source: np.ndarray | None = None
+        self._source_rate = 0
+        self._source_pos = 0
+        self._injected: deque[np.ndarray] = deque()
+        self._recorder: WavRecorder | None = None
+        self._record_rate = 0
+        self.keep_history = keep_history
+        self.played = bytearray()  # everything the speaker played, at `played_rate`
+        self.played_rate = 0
+        self.capture_opened = threading.Event()
+        self.mic_exhausted = threading.Event()  # the capture WAV has been played to its end
+
+    # -- controls for tests -------------------------------------------------------------------
+    def inject(self, pcm: bytes) -> None:
+        """Add PCM16 audio (at the capture rate) to the mic signal, from the next period on."""
+        with self._lock:
+            self._injected.append(np.frombuffer(pcm, dtype="<i2").astype(np.float64))
+
+    # -- factories ------------------------------------------------------------------------------
+    def capture(self, sample_rate: int, period_frames: int) -> AudioCapture:
+        return FakeCapture(self, sample_rate, period_frames)
+
+    def playback(self, sample_rate: int, period_frames: int, buffer_periods: int = 4) -> AudioPlayback:
+        return FakePlayback(self, sample_rate, period_frames, buffer_periods)
+
+    # -- used by the fake devices ---------------------------------------------------------------
+    def note_capture_open(self, capture: FakeCapture) -> None:
+        with self._lock:
+            rate = capture.format.sample_rate
+            if self._source is None or self._source_rate != rate:
+                pcm = read_wav_mono16(self.capture_file, rate) if self.capture_file else b""
+                self._source = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
+                self._source_rate = rate
+                self._source_pos = 0
+                if not len(self._source):
+                    self.mic_exhausted.set()
+        self.capture_opened.set()
+
+    def next_mic_samples(self, frames: int, rate: int) -> np.ndarray:
+        with self._lock:
+            out = np.zeros(frames)
+            src = self._source
+            if src is not None and self._source_pos < len(src):
+                take = min(frames, len(src) - self._source_pos)
+                out[:take] = src[self._source_pos:self._source_pos + take]
+                self._source_pos += take
+                if self._source_pos >= len(src):
+                    self.mic_exhausted.set()
+            filled = 0
+            while filled < frames and self._injected:
+                head = self._injected[0]
+                take = min(frames - filled, len(head))
+                out[filled:filled + take] += head[:take]
+                if take == len(head):
+                    self._injected.popleft()
+                else:
+                    self._injected[0] = head[take:]
+                filled += take
+            return out
+
+    def speaker_queued(self, pcm: bytes, rate: int) -> None:
+        if self.room is not None:
+            self.room.speaker_played(pcm, rate)
+
+    def record_played(self, pcm: bytes, rate: int) -> None:
+        if not pcm:
+            return
+        with self._lock:
+            if self.playback_file and (self._recorder is None or self._record_rate != rate):
+                if self._recorder is not None:
+                    log.warning("fake speaker rate changed %d -> %d Hz; restarting %s",
+                                self._record_rate, rate, self.playback_file)
+                    self._recorder.close()
+                self._recorder = WavRecorder(self.playback_file, rate)
+                self._record_rate = rate
+            if self._recorder is not None:
+                self._recorder.write(pcm)
+            if self.keep_history:
+                if self.played_rate != rate:
+                    self.played.clear()
+                    self.played_rate = rate
+                self.played.extend(pcm)
+
+    def close(self) -> None:
+        """Finish the playback recording. Idempotent."""
+        with self._lock:
+            if self._recorder is not None:
+                self._recorder.close()
+                self._recorder = None

@@ -1,0 +1,58 @@
+"""Small WAV helpers on the standard library `wave` module (PCM16 mono only)."""
+from __future__ import annotations
+
+import wave
+from pathlib import Path
+
+import numpy as np
+import soxr
+
+
+def read_wav_mono16(path: str | Path, target_rate: int) -> bytes:
+    """Read a PCM16 WAV, mix to mono and resample to `target_rate`. Returns PCM16 LE bytes."""
+    with wave.open(str(path), "rb") as wav:
+        if wav.getsampwidth() != 2:
+            raise ValueError(f"{path}: only 16-bit PCM WAV files are supported")
+        channels = wav.getnchannels()
+        rate = wav.getframerate()
+        data = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
+    if channels > 1:
+        data = data.reshape(-1, channels).mean(axis=1).astype(np.int16)
+    if rate != target_rate and data.size:
+        # One-shot resampling is fine here: the whole file is converted at once, no chunk edges.
+        data = soxr.resample(data, rate, target_rate)
+    return np.asarray(data, dtype="<i2").tobytes()
+
+
+def write_wav_mono16(path: str | Path, pcm: bytes, sample_rate: int) -> None:
+    """Write PCM16 LE mono bytes as a WAV file."""
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(sample_rate)
+        wav.writeframes(pcm)
+
+
+class WavRecorder:
+    """Appends PCM16 mono to a WAV file as it comes; the header is fixed up on `close`.
+
+    Owned by one thread (the fake speaker's playback thread). `close` is idempotent.
+    """
+
+    def __init__(self, path: str | Path, sample_rate: int) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._wav: wave.Wave_write | None = wave.open(str(self.path), "wb")
+        self._wav.setnchannels(1)
+        self._wav.setsampwidth(2)
+        self._wav.setframerate(sample_rate)
+
+    def write(self, pcm: bytes) -> None:
+        if self._wav is not None:
+            # writeframes also patches the header's length fields, so the file is valid at all times.
+            self._wav.writeframes(pcm)
+
+    def close(self) -> None:
+        wav, self._wav = self._wav, None
+        if wav is not None:
+            wav.close()

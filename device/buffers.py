@@ -1,0 +1,141 @@
+"""Bounded hand-over buffers between the audio threads and the network threads.
+
+Every bound is explicit: a full queue drops (the oldest mic audio, the newest agent audio) and
+counts what it dropped, so nothing grows without limit and no loss is silent.
+"""
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class UplinkChunk:
+    """20 ms of processed mic audio at the session rate, stamped when its last frame was read."""
+
+    pcm: bytes
+    captured_at: float
+
+
+class UplinkQueue:
+    """Mic chunks from the capture thread to the sender thread; drops the oldest when full."""
+
+    def __init__(self, max_chunks: int) -> None:
+        self._chunks: deque[UplinkChunk] = deque()
+        self._max = max_chunks
+        self._cond = threading.Condition()
+        self.dropped_chunks = 0
+        self.dropped_bytes = 0
+
+    def put(self, chunk: UplinkChunk) -> None:
+        with self._cond:
+            if len(self._chunks) >= self._max:
+                old = self._chunks.popleft()
+                self.dropped_chunks += 1
+                self.dropped_bytes += len(old.pcm)
+            self._chunks.append(chunk)
+            self._cond.notify()
+
+    def get(self, timeout: float) -> UplinkChunk | None:
+        with self._cond:
+            if not self._chunks:
+                self._cond.wait(timeout)
+            return self._chunks.popleft() if self._chunks else None
+
+    def clear(self) -> int:
+        """Discard everything queued (mute, new session). Returns the chunks discarded."""
+        with self._cond:
+            count = len(self._chunks)
+            self._chunks.clear()
+            return count
+
+    def wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def __len__(self) -> int:
+        return len(self._chunks)
+
+
+class JitterBuffer:
+    """Agent audio from the receiver thread to the playback thread, bounded in bytes.
+
+    `push` appends (dropping what does not fit, counted as overflow: the audio already queued keeps
+    playing without a hole), `pop` takes exactly one period, `clear` empties it at once
+    (interruption). Holds whole PCM16 samples only.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self._buf = bytearray()
+        self._max = max_bytes
+        self._lock = threading.Lock()
+        self.overflow_bytes = 0
+        self.overflow_events = 0
+        self.flushed_bytes = 0
+        self.high_water = 0
+
+    def push(self, pcm: bytes) -> bool:
+        """Queue agent audio; returns False when some of it did not fit."""
+        with self._lock:
+            room = self._max - len(self._buf)
+            if len(pcm) > room:
+                room -= room % 2
+                self.overflow_bytes += len(pcm) - max(room, 0)
+                self.overflow_events += 1
+                if room > 0:
+                    self._buf += pcm[:room]
+                return False
+            self._buf += pcm
+            if len(self._buf) > self.high_water:
+                self.high_water = len(self._buf)
+            return True
+
+    def pop(self, nbytes: int) -> bytes | None:
+        """Exactly `nbytes` (the tail padded with silence), or None when nothing is queued."""
+        with self._lock:
+            if not self._buf:
+                return None
+            out = bytes(self._buf[:nbytes])
+            del self._buf[:nbytes]
+        if len(out) < nbytes:
+            out += bytes(nbytes - len(out))
+        return out
+
+    def clear(self) -> int:
+        with self._lock:
+            count = len(self._buf)
+            self._buf.clear()
+            self.flushed_bytes += count
+            return count
+
+    def __len__(self) -> int:
+        return len(self._buf)
+
+
+class LatencyWindow:
+    """The last N latency samples (seconds) for percentiles. Written by one thread, read by any."""
+
+    def __init__(self, size: int = 5000) -> None:
+        self._samples: deque[float] = deque(maxlen=size)
+        self._lock = threading.Lock()
+
+    def add(self, seconds: float) -> None:
+        with self._lock:
+            self._samples.append(seconds)
+
+    def percentiles_ms(self, *quantiles: float) -> dict[str, float | None]:
+        with self._lock:
+            data = sorted(self._samples)
+        out: dict[str, float | None] = {}
+        for q in quantiles:
+            key = f"p{int(q * 100)}"
+            if not data:
+                out[key] = None
+                continue
+            index = min(len(data) - 1, max(0, round(q * (len(data) - 1))))
+            out[key] = round(data[index] * 1000, 3)
+        return out
+
+    def __len__(self) -> int:
+        return len(self._samples)

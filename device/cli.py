@@ -1,0 +1,124 @@
+"""`atoms-appliance` (also `python -m device`): run, demo, sim, ctl, config, devices."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from device.settings import EXIT_CONFIG, ConfigError, Settings, load_settings
+
+
+def _load(args: argparse.Namespace, **overrides: Any) -> Settings:
+    return load_settings(getattr(args, "config", None), **overrides)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from device.logs import setup_logging
+    from device.service import ApplianceService
+
+    overrides: dict[str, Any] = {}
+    if args.keys:
+        overrides["gpio_backend"] = "none"
+    settings = _load(args, **overrides)
+    secret = settings.api_key.get_secret_value() if settings.api_key else ""
+    setup_logging(settings.log_level, settings.log_format, secrets=[secret])
+    controls = None
+    if args.keys:
+        from hw.registry import controls_backend
+
+        controls = controls_backend("keyboard")
+    service = ApplianceService(settings, controls=controls)
+    return service.run()
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from device.demo import run_demo
+
+    return run_demo(Path(args.out), timeout=args.timeout)
+
+
+def cmd_sim(args: argparse.Namespace, rest: list[str]) -> int:
+    from device.sim.server import main as sim_main
+
+    return sim_main(rest)
+
+
+def cmd_ctl(args: argparse.Namespace) -> int:
+    from device.control import send_command
+
+    socket_path = Path(args.socket) if args.socket else _load(args).control_socket
+    try:
+        reply = send_command(socket_path, args.command.replace("-", "_"))
+    except OSError as exc:
+        print(f"cannot reach the service at {socket_path}: {exc}", file=sys.stderr)
+        return 1
+    if args.json or args.command != "status" or not reply.get("ok"):
+        print(json.dumps(reply, indent=2))
+    else:
+        print(format_status(reply["status"]))
+    return 0 if reply.get("ok") else 1
+
+
+def format_status(status: dict[str, Any]) -> str:
+    """A human table of `ctl status`."""
+    rows = [(k, v) for k, v in status.items() if k not in ("counters", "leds")]
+    rows += [(f"led.{k}", v) for k, v in status.get("leds", {}).items()]
+    rows += [(f"counter.{k}", v) for k, v in status.get("counters", {}).items()]
+    width = max(len(k) for k, _ in rows) if rows else 0
+    return "\n".join(f"{k.ljust(width)}  {json.dumps(v) if isinstance(v, (dict, list)) else v}" for k, v in rows)
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    settings = _load(args)
+    print(json.dumps(settings.redacted(), indent=2, default=str))
+    return 0
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    from hw.alsa import format_device_listing, list_devices
+
+    print(format_device_listing(list_devices()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="atoms-appliance", description=__doc__)
+    sub = parser.add_subparsers(dest="command_name", required=True)
+    run = sub.add_parser("run", help="run the appliance (the systemd service runs this)")
+    run.add_argument("--config", type=Path, help="config.toml (default /etc/atoms-appliance/config.toml)")
+    run.add_argument("--keys", action="store_true", help="keyboard as buttons, LEDs drawn in the terminal")
+    demo = sub.add_parser("demo", help="fake hardware against the bundled local agent")
+    demo.add_argument("--out", default="demo-out", help="where to write agent.wav and stats")
+    demo.add_argument("--timeout", type=float, default=30.0, help="give up after this many seconds")
+    sub.add_parser("sim", help="the local agent simulator (see `sim --help`)", add_help=False)
+    ctl = sub.add_parser("ctl", help="control a running service")
+    ctl.add_argument("command", choices=["call", "hangup", "mute", "unmute", "talk-start", "talk-stop", "status"])
+    ctl.add_argument("--socket", help="control socket path (default from settings)")
+    ctl.add_argument("--json", action="store_true", help="machine-readable status")
+    ctl.add_argument("--config", type=Path)
+    cfg = sub.add_parser("config", help="print the effective settings (secrets redacted)")
+    cfg.add_argument("--config", type=Path)
+    sub.add_parser("devices", help="list ALSA cards and PCMs")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "sim":
+        return cmd_sim(argparse.Namespace(), argv[1:])
+    args = build_parser().parse_args(argv)
+    handlers = {"run": cmd_run, "demo": cmd_demo, "ctl": cmd_ctl, "config": cmd_config,
+                "devices": cmd_devices}
+    try:
+        return handlers[args.command_name](args)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,339 @@
+"""The audio pipeline: the capture thread (mic -> DSP -> resample -> uplink) and the playback
+thread (jitter buffer -> speaker, the render clock that feeds the echo canceller its reference).
+
+Devices come from an `hw.audio.AudioBackend`, so ALSA and the fakes slot in alike. A device that
+is missing or vanishes is reopened with backoff by the thread that owns it; the thread reports
+`HardwareLost`/`HardwareBack` once per outage and the call goes on.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+
+from device.buffers import JitterBuffer, UplinkChunk, UplinkQueue
+from device.dsp import DSP_RATE, FRAME_BYTES, CaptureDsp, Resampler
+from device.events import Event, HardwareBack, HardwareLost
+from device.threads import OwnedThread
+from hw.audio import AudioBackend, AudioCapture, AudioPlayback
+from hw.clock import Clock, RealClock
+from hw.errors import DeviceUnavailable
+
+log = logging.getLogger(__name__)
+
+UPLINK_CHUNK_MS: Final = 20
+PREFILL_PERIODS: Final = 2
+REOPEN_INITIAL: Final = 0.5
+REOPEN_MAX: Final = 5.0
+
+
+@dataclass
+class PipelineCounters:
+    """Audio counters (each written by one thread, read by any)."""
+
+    frames_captured: int = 0     # 10 ms mic frames read from the device
+    frames_gated: int = 0        # 10 ms frames not sent because the mic gate was closed
+    chunks_queued: int = 0       # 20 ms chunks put on the uplink queue
+    periods_played: int = 0
+    agent_periods_played: int = 0
+    silence_periods: int = 0
+    flushes: int = 0
+    capture_reopens: int = 0
+    playback_reopens: int = 0
+
+
+def _with_reopen(thread: OwnedThread, what: str, on_event: Callable[[Event], None],
+                 open_device: Callable[[], None]) -> bool:
+    """Open a device, retrying with backoff until it works or the thread stops.
+
+    Reports `HardwareLost` once when the first attempt fails and `HardwareBack` when it works.
+    """
+    delay = REOPEN_INITIAL
+    lost = False
+    while not thread.stopping.is_set():
+        try:
+            open_device()
+        except DeviceUnavailable as exc:
+            if not lost:
+                log.error("%s device unavailable (%s); retrying every %.1f-%.0f s",
+                          what, exc.reason, REOPEN_INITIAL, REOPEN_MAX)
+                on_event(HardwareLost(what, exc.reason))
+                lost = True
+            thread.stopping.wait(delay)
+            delay = min(delay * 2, REOPEN_MAX)
+            continue
+        if lost:
+            log.info("%s device is back", what)
+            on_event(HardwareBack(what))
+        return True
+    return False
+
+
+class CaptureThread(OwnedThread):
+    """Reads the mic, runs the DSP per 10 ms frame, resamples and queues 20 ms uplink chunks.
+
+    Runs the DSP even while the mic gate is closed, so the echo canceller keeps adapting.
+    """
+
+    def __init__(self, pipeline: AudioPipeline) -> None:
+        super().__init__("audio-capture")
+        self.p = pipeline
+        self.device: AudioCapture | None = None
+
+    def _open(self) -> None:
+        p = self.p
+        device = p.backend.capture(DSP_RATE, DSP_RATE * p.period_ms // 1000)
+        try:
+            fmt = device.open()
+        except BaseException:
+            device.close()
+            raise
+        log.info("capture open: %d Hz, period %d frames", fmt.sample_rate, fmt.period_frames)
+        self.device = device
+
+    def _close(self) -> None:
+        device, self.device = self.device, None
+        if device is not None:
+            device.close()
+
+    def run(self) -> None:
+        p = self.p
+        rate = p.session_rate
+        resampler = Resampler(DSP_RATE, rate)
+        chunk_bytes = rate * UPLINK_CHUNK_MS // 1000 * 2
+        try:
+            while not self.stopping.is_set():
+                if self.device is None:
+                    if not _with_reopen(self, "capture", p.on_event, self._open):
+                        return
+                    p.counters.capture_reopens += 1
+                assert self.device is not None
+                try:
+                    pcm = self.device.read()
+                except DeviceUnavailable as exc:
+                    log.error("capture device lost: %s", exc.reason)
+                    p.on_event(HardwareLost("capture", exc.reason))
+                    self._close()
+                    # The reopen loop reports HardwareBack; a first failure there is not re-reported.
+                    if not _with_reopen(self, "capture", lambda e: None if isinstance(e, HardwareLost)
+                                        else p.on_event(e), self._open):
+                        return
+                    continue
+                read_at = p.clock.monotonic()
+                if p.session_rate != rate:  # renegotiated: rebuild the resampler
+                    rate = p.session_rate
+                    resampler = Resampler(DSP_RATE, rate)
+                    chunk_bytes = rate * UPLINK_CHUNK_MS // 1000 * 2
+                gate = p.mic_gate
+                for offset in range(0, len(pcm), FRAME_BYTES):
+                    frame = p.dsp.process(pcm[offset:offset + FRAME_BYTES])
+                    p.counters.frames_captured += 1
+                    if p.monitor is not None:
+                        p.monitor(frame)
+                    if not gate:
+                        p.counters.frames_gated += 1
+                        continue
+                    resampler.push(frame)
+                if not gate:
+                    resampler.reset()
+                    continue
+                while (chunk := resampler.pop(chunk_bytes)) is not None:
+                    if not p.mic_gate:  # closed while we processed: nothing leaves
+                        break
+                    p.uplink.put(UplinkChunk(chunk, read_at))
+                    p.counters.chunks_queued += 1
+        finally:
+            self._close()
+
+
+class PlaybackThread(OwnedThread):
+    """The render clock: writes one period per loop (silence when nothing is queued) and hands
+    exactly what it wrote to the echo canceller as the reference, at the moment it writes it."""
+
+    def __init__(self, pipeline: AudioPipeline) -> None:
+        super().__init__("audio-playback")
+        self.p = pipeline
+        self.device: AudioPlayback | None = None
+        self.rate = pipeline.session_rate
+        self.period_bytes = 0
+
+    def _open(self) -> None:
+        p = self.p
+        self.rate = p.session_rate
+        device = p.backend.playback(self.rate, self.rate * p.period_ms // 1000, p.buffer_periods)
+        try:
+            fmt = device.open()
+        except BaseException:
+            device.close()
+            raise
+        log.info("playback open: %d Hz, period %d frames, buffer %d frames",
+                 fmt.sample_rate, fmt.period_frames, fmt.buffer_frames)
+        self.period_bytes = fmt.period_bytes
+        self.device = device
+        self._write_silence(PREFILL_PERIODS)
+
+    def _close(self) -> None:
+        device, self.device = self.device, None
+        if device is not None:
+            device.close()
+
+    def _write(self, pcm: bytes) -> None:
+        assert self.device is not None
+        self.device.write(pcm)
+        self.p.dsp.reference(pcm, self.rate)
+        self.p.counters.periods_played += 1
+        self.p.played_event.set()
+
+    def _write_silence(self, periods: int) -> None:
+        silence = bytes(self.period_bytes)
+        for _ in range(periods):
+            self._write(silence)
+
+    def _next_period(self) -> bytes:
+        p = self.p
+        agent = p.jitter.pop(self.period_bytes)
+        local = p.take_local(self.period_bytes)
+        if agent is not None:
+            p.counters.agent_periods_played += 1
+            p.last_agent_write = p.clock.monotonic()
+        if local is None:
+            if agent is None:
+                p.counters.silence_periods += 1
+                return bytes(self.period_bytes)
+            return agent
+        if agent is None:
+            return local
+        mixed = np.frombuffer(agent, "<i2").astype(np.int32) + np.frombuffer(local, "<i2")
+        return np.clip(mixed, -32768, 32767).astype("<i2").tobytes()
+
+    def run(self) -> None:
+        p = self.p
+        try:
+            while not self.stopping.is_set():
+                if self.device is None or p.session_rate != self.rate:
+                    if self.device is not None:
+                        self.device.drop()
+                        self._close()
+                    if not _with_reopen(self, "playback", p.on_event, self._open):
+                        return
+                    p.counters.playback_reopens += 1
+                try:
+                    if p.flush_requested.is_set():
+                        p.flush_requested.clear()
+                        assert self.device is not None
+                        self.device.drop()
+                        p.counters.flushes += 1
+                        p.flushed_event.set()
+                        self._write_silence(PREFILL_PERIODS)
+                    self._write(self._next_period())
+                except DeviceUnavailable as exc:
+                    log.error("playback device lost: %s", exc.reason)
+                    p.on_event(HardwareLost("playback", exc.reason))
+                    self._close()
+                    if not _with_reopen(self, "playback", lambda e: None if isinstance(e, HardwareLost)
+                                        else p.on_event(e), self._open):
+                        return
+        finally:
+            if self.device is not None:
+                try:
+                    self.device.drop()
+                except DeviceUnavailable:
+                    pass
+            self._close()
+
+
+class AudioPipeline:
+    """Owns the capture and playback threads and the state they share with the rest.
+
+    Gates and the session rate are plain attributes written by the main thread (a single
+    reference assignment is atomic in CPython); buffers are thread-safe.
+    """
+
+    def __init__(
+        self,
+        backend: AudioBackend,
+        dsp: CaptureDsp,
+        uplink: UplinkQueue,
+        jitter: JitterBuffer,
+        on_event: Callable[[Event], None],
+        session_rate: int = 16000,
+        period_ms: int = 10,
+        buffer_periods: int = 4,
+        clock: Clock | None = None,
+    ) -> None:
+        self.backend = backend
+        self.dsp = dsp
+        self.uplink = uplink
+        self.jitter = jitter
+        self.on_event = on_event
+        self.session_rate = session_rate
+        self.period_ms = period_ms
+        self.buffer_periods = buffer_periods
+        self.clock = clock or RealClock()
+        self.counters = PipelineCounters()
+        self.mic_gate = False
+        self.flush_requested = threading.Event()
+        self.flushed_event = threading.Event()
+        self.played_event = threading.Event()
+        self.last_agent_write = 0.0
+        self.monitor: Callable[[bytes], None] | None = None
+        self._local = bytearray()
+        self._local_lock = threading.Lock()
+        self.capture = CaptureThread(self)
+        self.playback = PlaybackThread(self)
+
+    # -- main thread --------------------------------------------------------------------------
+    def start(self) -> None:
+        self.playback.start()
+        self.capture.start()
+
+    def stop(self) -> None:
+        self.capture.stop()
+        self.playback.stop()
+
+    def join(self, timeout: float = 3.0) -> bool:
+        a = self.capture.join(timeout)
+        b = self.playback.join(timeout)
+        return a and b
+
+    @property
+    def alive(self) -> bool:
+        return self.capture.alive and self.playback.alive
+
+    def set_mic_gate(self, open_: bool) -> None:
+        self.mic_gate = open_
+        if not open_:
+            self.uplink.clear()  # privacy: audio captured before the gate closed stays here
+
+    def set_session_rate(self, rate: int) -> None:
+        """Called on the connection thread as `session.created` arrives, before any new audio."""
+        if rate != self.session_rate:
+            log.info("session rate %d Hz (was %d): reconfiguring", rate, self.session_rate)
+            self.jitter.clear()  # audio at the old rate
+            with self._local_lock:
+                self._local.clear()
+            self.session_rate = rate
+
+    def flush(self) -> None:
+        """Barge-in: clear queued agent audio now; the playback thread drops the device buffer."""
+        self.jitter.clear()
+        self.flush_requested.set()
+
+    def play_local(self, pcm: bytes) -> None:
+        """Queue a local sound (an earcon) at the session rate, mixed over agent audio."""
+        with self._local_lock:
+            if len(self._local) < self.session_rate * 2 * 5:  # at most 5 s of earcons queued
+                self._local += pcm
+
+    # -- playback thread ----------------------------------------------------------------------
+    def take_local(self, nbytes: int) -> bytes | None:
+        if not self._local:
+            return None
+        with self._local_lock:
+            out = bytes(self._local[:nbytes])
+            del self._local[:nbytes]
+        return out + bytes(nbytes - len(out)) if len(out) < nbytes else out

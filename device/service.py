@@ -1,0 +1,338 @@
+"""The service supervisor: the main thread runs the state machine and carries out its actions.
+
+Everything else only enqueues events here: buttons (gpiozero's thread), the control socket, the
+session client's connection thread, the audio threads (hardware lost/back) and signal handlers.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final
+
+from device import state_machine
+from device.buffers import JitterBuffer, UplinkQueue
+from device.control import ControlServer
+from device.dsp import make_capture_dsp
+from device.earcons import earcon_pcm
+from device.events import (
+    Action, CallMode, Connect, Disconnect, Event, FlushPlayback, LedState, MachineConfig,
+    MachineState, PersistMute, PlayEarcon, SendCommit, SessionStarted, SetDownlinkGate, SetMicGate,
+    ShowLeds, Shutdown, StopService, Reload,
+)
+from device.persist import PersistentState
+from device.pipeline import UPLINK_CHUNK_MS, AudioPipeline
+from device.session import SessionClient, SessionConfig
+from device.settings import Settings
+from device.stats import rss_mb, write_json_atomic
+from hw.audio import AudioBackend
+from hw.clock import Clock, RealClock, UnpacedClock
+from hw.controls import Controls
+from hw.registry import audio_backend, controls_backend
+
+log = logging.getLogger(__name__)
+
+TICK: Final = 0.25
+MAX_PENDING_EVENTS: Final = 1000
+
+
+def build_audio_backend(settings: Settings) -> AudioBackend:
+    """The audio backend chosen by settings (the one injection point for audio hardware)."""
+    if settings.audio_backend == "fake":
+        from hw.fake_audio import FakeRoom
+
+        room = None
+        if settings.fake_echo_gain_db is not None or settings.fake_echo_ir_file is not None:
+            room = FakeRoom.from_files(16000, settings.fake_echo_delay_ms,
+                                       settings.fake_echo_gain_db if settings.fake_echo_gain_db is not None else -6.0,
+                                       settings.fake_echo_ir_file)
+        return audio_backend(
+            "fake", capture_file=settings.fake_capture_file, playback_file=settings.fake_playback_file,
+            clock_factory=RealClock if settings.fake_realtime else UnpacedClock, room=room,
+            keep_history=False)
+    return audio_backend("alsa", capture_device=settings.capture_device,
+                         playback_device=settings.playback_device, period_ms=settings.period_ms,
+                         buffer_periods=settings.playback_buffer_periods)
+
+
+def build_controls(settings: Settings) -> Controls:
+    """The buttons and LEDs chosen by settings."""
+    if settings.gpio_backend == "none":
+        return controls_backend("none")
+    return controls_backend(
+        settings.gpio_backend, call_pin=settings.call_pin, mute_pin=settings.mute_pin,
+        status_led_pin=settings.status_led_pin, mute_led_pin=settings.mute_led_pin,
+        speaking_led_pin=settings.speaking_led_pin, bounce_ms=settings.button_bounce_ms,
+        hold_seconds=settings.long_press_seconds)
+
+
+def session_config(settings: Settings) -> SessionConfig:
+    assert settings.api_key is not None
+    return SessionConfig(
+        url=settings.url, api_key=settings.api_key.get_secret_value(), agent_id=settings.agent_id,
+        sample_rate=settings.sample_rate, variables=dict(settings.variables), auth=settings.auth,
+        connect_timeout=settings.connect_timeout, ping_interval=settings.ping_interval,
+        ping_timeout=settings.ping_timeout, backoff_initial=settings.backoff_initial,
+        backoff_max=settings.backoff_max, max_message_bytes=settings.max_message_bytes)
+
+
+class ApplianceService:
+    """The running appliance. `run()` on the main thread; `post()` from any thread.
+
+    `observer(kind, data)` (optional) is told of state changes ("state"), transcripts
+    ("transcript") and events ("event"), on the main thread; the demo prints them.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        backend: AudioBackend | None = None,
+        controls: Controls | None = None,
+        clock: Clock | None = None,
+        observer: Callable[[str, dict[str, Any]], None] | None = None,
+        install_signals: bool = True,
+    ) -> None:
+        settings.require_agent()
+        self.settings = settings
+        self.clock = clock or RealClock()
+        self.observer = observer
+        self.install_signals = install_signals
+        self.config = MachineConfig(mode=settings.call_mode, half_duplex=settings.half_duplex,
+                                    earcons=settings.earcons)
+        self.persist = PersistentState(settings.state_dir)
+        self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()  # put() is reentrant: signal-safe
+        self.dropped_events = 0
+        self.backend = backend or build_audio_backend(settings)
+        self.controls = controls or build_controls(settings)
+        self.uplink = UplinkQueue(max(1, settings.uplink_queue_ms // UPLINK_CHUNK_MS))
+        rate = settings.sample_rate
+        self.jitter = JitterBuffer(int(settings.jitter_buffer_seconds * 48000 * 2))
+        self.recorder = None
+        if settings.debug_record_dir is not None:
+            from device.debug_record import DebugRecorder
+
+            self.recorder = DebugRecorder(settings.debug_record_dir, settings.debug_record_seconds)
+        self.dsp = make_capture_dsp(settings.aec, settings.noise_suppression, settings.auto_gain_dbfs,
+                                    recorder=self.recorder)
+        self.pipeline = AudioPipeline(self.backend, self.dsp, self.uplink, self.jitter, self.post,
+                                      session_rate=rate, period_ms=settings.period_ms,
+                                      buffer_periods=settings.playback_buffer_periods, clock=self.clock)
+        self.session = SessionClient(session_config(settings), self.uplink, self._session_event,
+                                     self.jitter.push, self._transcript, clock=self.clock)
+        self.control = ControlServer(settings.control_socket, self.post, self.status)
+        self.state = MachineState()
+        self.leds = LedState()
+        self.transcripts: list[tuple[str, str]] = []
+        self._status: dict[str, Any] = {}
+        self._stop = threading.Event()
+        self._next_stats = 0.0
+        self.started_at = time.monotonic()
+
+    # -- any thread ----------------------------------------------------------------------------
+    def post(self, event: Event) -> None:
+        """Enqueue an event for the main thread (callbacks call only this)."""
+        if self.events.qsize() >= MAX_PENDING_EVENTS:
+            self.dropped_events += 1
+            return
+        self.events.put(event)
+
+    def _session_event(self, event: Event) -> None:
+        if isinstance(event, SessionStarted):
+            # Before the first delta of the new session reaches the jitter buffer.
+            self.pipeline.set_session_rate(event.sample_rate)
+        self.post(event)
+
+    def _transcript(self, role: str, text: str) -> None:
+        log.info("transcript %s: %s", role, text[:500])
+        self.post_observer("transcript", {"role": role, "text": text})
+
+    def post_observer(self, kind: str, data: dict[str, Any]) -> None:
+        if self.observer is not None:
+            try:
+                self.observer(kind, data)
+            except Exception:  # noqa: BLE001 - an observer bug must not stop the device
+                log.exception("observer failed")
+
+    def status(self) -> dict[str, Any]:
+        """The last published status snapshot (any thread; never contains the key)."""
+        return self._status
+
+    def request_stop(self) -> None:
+        self.post(Shutdown())
+
+    # -- main thread ------------------------------------------------------------------------
+    def _install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, lambda *_: self.post(Shutdown()))
+        signal.signal(signal.SIGINT, lambda *_: self.post(Shutdown()))
+        signal.signal(signal.SIGHUP, lambda *_: self.post(Reload()))
+
+    def start(self) -> None:
+        """Bring up audio, the control socket and the controls (no network needed for any)."""
+        if self.install_signals and threading.current_thread() is threading.main_thread():
+            self._install_signal_handlers()
+        self.control.bind()
+        self.pipeline.start()
+        self.session.start()
+        self.control.start()
+        self.controls.start(self.post)
+        transition = state_machine.boot(self.config, self.persist.load_muted())
+        self._apply(transition.state, transition.actions)
+
+    def run(self) -> int:
+        """Start, then process events until shutdown. Returns the exit status."""
+        self.start()
+        try:
+            while not self._stop.is_set():
+                try:
+                    event = self.events.get(timeout=TICK)
+                except queue.Empty:
+                    event = None
+                if event is not None:
+                    self.handle(event)
+                self._tick()
+        finally:
+            self.shutdown()
+        return 0
+
+    def handle(self, event: Event) -> None:
+        self.post_observer("event", {"event": type(event).__name__})
+        transition = state_machine.step(self.config, self.state, event)
+        self._apply(transition.state, transition.actions)
+
+    def _apply(self, new_state: MachineState, actions: tuple[Action, ...]) -> None:
+        old = self.state
+        self.state = new_state
+        if (old.call, old.muted, old.agent_speaking) != (new_state.call, new_state.muted, new_state.agent_speaking):
+            log.info("state %s%s%s", new_state.call.value, " muted" if new_state.muted else "",
+                     " agent-speaking" if new_state.agent_speaking else "")
+            self.post_observer("state", {"call": new_state.call.value, "muted": new_state.muted,
+                                         "agent_speaking": new_state.agent_speaking})
+        for action in actions:
+            self._do(action)
+        self._publish_status()
+
+    def _do(self, action: Action) -> None:
+        if isinstance(action, SetMicGate):
+            self.pipeline.set_mic_gate(action.open)
+        elif isinstance(action, Connect):
+            self.session.connect()
+        elif isinstance(action, Disconnect):
+            self.session.disconnect()
+        elif isinstance(action, SetDownlinkGate):
+            self.session.downlink_open = action.open
+        elif isinstance(action, SendCommit):
+            self.session.send_commit()
+        elif isinstance(action, FlushPlayback):
+            self.pipeline.flush()
+        elif isinstance(action, ShowLeds):
+            if action.leds != self.leds:
+                self.leds = action.leds
+                self.controls.show(action.leds)
+        elif isinstance(action, PlayEarcon):
+            if self.settings.earcons:
+                self.pipeline.play_local(earcon_pcm(action.name, self.pipeline.session_rate))
+        elif isinstance(action, PersistMute):
+            self.persist.save_muted(action.muted)
+        elif isinstance(action, StopService):
+            self._stop.set()
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        if self.settings.stats_file is not None and now >= self._next_stats:
+            self._next_stats = now + self.settings.stats_interval
+            self.write_stats()
+
+    def _publish_status(self) -> None:
+        s, c = self.state, self.session
+        self._status = {
+            "call_state": s.call.value, "muted": s.muted, "agent_speaking": s.agent_speaking,
+            "talking": s.talking, "call_mode": self.config.mode.value,
+            "hardware_faults": sorted(s.hardware_faults), "session_id": c.session_id,
+            "call_id": c.call_id, "sample_rate": self.pipeline.session_rate,
+            "last_error": s.last_error or c.last_error,
+            "leds": {"status": self.leds.status.value, "mute": self.leds.mute,
+                     "speaking": self.leds.speaking, "indicator": self.leds.indicator.value},
+            "counters": self.counters(),
+        }
+
+    def counters(self) -> dict[str, Any]:
+        p, c = self.pipeline.counters, self.session.counters
+        return {
+            "frames_captured": p.frames_captured, "frames_gated": p.frames_gated,
+            "chunks_queued": p.chunks_queued, "chunks_sent": c.chunks_sent,
+            "uplink_dropped_chunks": self.uplink.dropped_chunks,
+            "bytes_up": c.bytes_up, "bytes_down": c.bytes_down,
+            "connects": c.connects, "reconnects": c.reconnects, "sessions": c.sessions,
+            "send_errors": c.send_errors, "auth_rejections": c.auth_rejections,
+            "server_errors": c.server_errors, "malformed": self.session.decoder.malformed,
+            "jitter_overflow_bytes": self.jitter.overflow_bytes, "flushes": p.flushes,
+            "periods_played": p.periods_played, "agent_periods_played": p.agent_periods_played,
+            "discarded_agent_bytes": c.discarded_audio_bytes,
+            "capture_overruns": getattr(self.pipeline.capture.device, "overruns", 0),
+            "playback_underruns": getattr(self.pipeline.playback.device, "underruns", 0),
+            "capture_reopens": p.capture_reopens, "playback_reopens": p.playback_reopens,
+            "dropped_events": self.dropped_events,
+        }
+
+    def stats(self) -> dict[str, Any]:
+        counters = self.counters()
+        latency = self.session.latency.percentiles_ms(0.5, 0.99)
+        return {
+            "uptime_s": round(time.monotonic() - self.started_at, 1),
+            "call_state": self.state.call.value,
+            "frames_captured": counters["frames_captured"],
+            "frames_sent": counters["chunks_sent"] * (UPLINK_CHUNK_MS // 10),
+            "frames_dropped": counters["uplink_dropped_chunks"] * (UPLINK_CHUNK_MS // 10),
+            "bytes_up": counters["bytes_up"], "bytes_down": counters["bytes_down"],
+            "reconnects": counters["reconnects"], "malformed": counters["malformed"],
+            "underruns": counters["playback_underruns"], "overruns": counters["capture_overruns"],
+            "capture_to_send_ms": latency, "rss_mb": rss_mb(), "counters": counters,
+        }
+
+    def write_stats(self) -> None:
+        if self.settings.stats_file is None:
+            return
+        try:
+            write_json_atomic(self.settings.stats_file, self.stats())
+        except OSError as exc:
+            log.error("cannot write stats to %s: %s", self.settings.stats_file, exc)
+
+    def shutdown(self) -> None:
+        """Stop everything in order; idempotent. A call still up gets its `session.close`."""
+        if getattr(self, "_shut", False):
+            return
+        self._shut = True
+        if self.session.live:
+            self.session.disconnect()
+            self.session.wait_closed(1.5)
+        self.session.stop()
+        self.control.stop()
+        self.pipeline.stop()
+        self.session.join()
+        self.control.join()
+        self.pipeline.join()
+        try:
+            self.controls.show(LedState())
+            self.controls.close()
+        except Exception:  # noqa: BLE001 - LEDs must not block the exit
+            log.exception("closing the controls failed")
+        self.dsp.close()
+        close = getattr(self.backend, "close", None)
+        if callable(close):
+            close()
+        if self.recorder is not None:
+            self.recorder.dump()
+        self.write_stats()
+        log.info("stopped")
+
+
+def is_call_mode(value: str) -> bool:
+    return value in {m.value for m in CallMode}
+
+
+def default_state_dir() -> Path:
+    return Path("/var/lib/atoms-appliance")

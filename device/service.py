@@ -11,7 +11,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Final
 
 from device import state_machine
@@ -20,7 +19,7 @@ from device.control import ControlServer
 from device.dsp import make_capture_dsp
 from device.earcons import earcon_pcm
 from device.events import (
-    Action, CallMode, Connect, Disconnect, Event, FlushPlayback, LedState, MachineConfig,
+    Action, Connect, Disconnect, Event, FlushPlayback, LedState, MachineConfig,
     MachineState, PersistMute, PlayEarcon, SendCommit, SessionStarted, SetDownlinkGate, SetMicGate,
     ShowLeds, Shutdown, StopService, Reload,
 )
@@ -181,6 +180,7 @@ class ApplianceService:
         self.controls.start(self.post)
         transition = state_machine.boot(self.config, self.persist.load_muted())
         self._apply(transition.state, transition.actions)
+        log.info("ready: %s mode, control socket %s", self.config.mode.value, self.settings.control_socket)
 
     def run(self) -> int:
         """Start, then process events until shutdown. Returns the exit status."""
@@ -329,10 +329,3 @@ class ApplianceService:
         self.write_stats()
         log.info("stopped")
 
-
-def is_call_mode(value: str) -> bool:
-    return value in {m.value for m in CallMode}
-
-
-def default_state_dir() -> Path:
-    return Path("/var/lib/atoms-appliance")

@@ -42,18 +42,18 @@ class PipelineCounters:
     agent_periods_played: int = 0
     silence_periods: int = 0
     flushes: int = 0
-    capture_reopens: int = 0
+    capture_reopens: int = 0     # successful opens (the first included)
     playback_reopens: int = 0
 
 
 def _with_reopen(thread: OwnedThread, what: str, on_event: Callable[[Event], None],
-                 open_device: Callable[[], None]) -> bool:
+                 open_device: Callable[[], None], lost: bool = False) -> bool:
     """Open a device, retrying with backoff until it works or the thread stops.
 
-    Reports `HardwareLost` once when the first attempt fails and `HardwareBack` when it works.
+    Reports `HardwareLost` once when the first attempt fails (unless the caller already did:
+    `lost=True`) and `HardwareBack` when it works again.
     """
     delay = REOPEN_INITIAL
-    lost = False
     while not thread.stopping.is_set():
         try:
             open_device()
@@ -94,6 +94,7 @@ class CaptureThread(OwnedThread):
             raise
         log.info("capture open: %d Hz, period %d frames", fmt.sample_rate, fmt.period_frames)
         self.device = device
+        p.counters.capture_reopens += 1
 
     def _close(self) -> None:
         device, self.device = self.device, None
@@ -110,7 +111,6 @@ class CaptureThread(OwnedThread):
                 if self.device is None:
                     if not _with_reopen(self, "capture", p.on_event, self._open):
                         return
-                    p.counters.capture_reopens += 1
                 assert self.device is not None
                 try:
                     pcm = self.device.read()
@@ -118,9 +118,7 @@ class CaptureThread(OwnedThread):
                     log.error("capture device lost: %s", exc.reason)
                     p.on_event(HardwareLost("capture", exc.reason))
                     self._close()
-                    # The reopen loop reports HardwareBack; a first failure there is not re-reported.
-                    if not _with_reopen(self, "capture", lambda e: None if isinstance(e, HardwareLost)
-                                        else p.on_event(e), self._open):
+                    if not _with_reopen(self, "capture", p.on_event, self._open, lost=True):
                         return
                     continue
                 read_at = p.clock.monotonic()
@@ -174,6 +172,7 @@ class PlaybackThread(OwnedThread):
                  fmt.sample_rate, fmt.period_frames, fmt.buffer_frames)
         self.period_bytes = fmt.period_bytes
         self.device = device
+        p.counters.playback_reopens += 1
         self._write_silence(PREFILL_PERIODS)
 
     def _close(self) -> None:
@@ -220,7 +219,6 @@ class PlaybackThread(OwnedThread):
                         self._close()
                     if not _with_reopen(self, "playback", p.on_event, self._open):
                         return
-                    p.counters.playback_reopens += 1
                 try:
                     if p.flush_requested.is_set():
                         p.flush_requested.clear()
@@ -234,8 +232,7 @@ class PlaybackThread(OwnedThread):
                     log.error("playback device lost: %s", exc.reason)
                     p.on_event(HardwareLost("playback", exc.reason))
                     self._close()
-                    if not _with_reopen(self, "playback", lambda e: None if isinstance(e, HardwareLost)
-                                        else p.on_event(e), self._open):
+                    if not _with_reopen(self, "playback", p.on_event, self._open, lost=True):
                         return
         finally:
             if self.device is not None:

@@ -1,0 +1,188 @@
+"""The audio pipeline on the fake devices: chunking, gates, barge-in, device loss, rate changes."""
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from device.buffers import JitterBuffer, UplinkQueue
+from device.dsp import make_capture_dsp
+from device.events import Event, HardwareBack, HardwareLost
+from device.pipeline import AudioPipeline
+from hw.audio import AudioPlayback
+from hw.clock import UnpacedClock
+from hw.fake_audio import FakeAudioBackend
+
+AGENT_LEVEL = 8000
+
+
+class SpyBackend(FakeAudioBackend):
+    """The fake pair, with every playback write and drop logged in order (for barge-in checks)."""
+
+    def __init__(self, **kw: object) -> None:
+        super().__init__(clock_factory=UnpacedClock, **kw)  # type: ignore[arg-type]
+        self.log: list[tuple[str, bytes]] = []
+        self.lock = threading.Lock()
+        self.agent_written = threading.Event()
+
+    def playback(self, sample_rate: int, period_frames: int, buffer_periods: int = 4) -> AudioPlayback:
+        inner = super().playback(sample_rate, period_frames, buffer_periods)
+        spy = self
+
+        class Spy(type(inner)):  # type: ignore[misc]
+            def write(self, pcm: bytes) -> None:
+                super().write(pcm)
+                with spy.lock:
+                    spy.log.append(("write", pcm))
+                if max(np.frombuffer(pcm, "<i2"), default=0) >= AGENT_LEVEL:
+                    spy.agent_written.set()
+
+            def drop(self) -> None:
+                super().drop()
+                with spy.lock:
+                    spy.log.append(("drop", b""))
+
+        inner.__class__ = Spy
+        return inner
+
+
+@pytest.fixture
+def events() -> queue.SimpleQueue[Event]:
+    return queue.SimpleQueue()
+
+
+def make_pipeline(backend: FakeAudioBackend, events: queue.SimpleQueue[Event], rate: int = 16000,
+                  ) -> AudioPipeline:
+    return AudioPipeline(backend, make_capture_dsp("off", 0, 0), UplinkQueue(1000), JitterBuffer(10 * rate * 2),
+                         events.put, session_rate=rate, clock=UnpacedClock())
+
+
+@pytest.fixture
+def running() -> Iterator[list[AudioPipeline]]:
+    started: list[AudioPipeline] = []
+    yield started
+    for p in started:
+        p.stop()
+        assert p.join(5)
+
+
+def wait_until(predicate, timeout: float = 5.0) -> bool:  # type: ignore[no-untyped-def]
+    """Wait on a condition that the unpaced threads reach in microseconds, bounded."""
+    done = threading.Event()
+    for _ in range(int(timeout * 1000)):
+        if predicate():
+            return True
+        done.wait(0.001)
+    return predicate()
+
+
+def test_uplink_carries_20ms_chunks_only_while_the_gate_is_open(events, running) -> None:
+    backend = FakeAudioBackend(clock_factory=UnpacedClock)
+    p = make_pipeline(backend, events, rate=24000)
+    running.append(p)
+    p.start()
+    assert wait_until(lambda: p.counters.frames_captured > 50)
+    assert len(p.uplink) == 0 and p.counters.frames_gated > 0  # gate closed at start
+    p.set_mic_gate(True)
+    assert wait_until(lambda: len(p.uplink) >= 20)
+    chunk = p.uplink.get(1)
+    assert chunk is not None and len(chunk.pcm) == 24000 * 20 // 1000 * 2  # 20 ms at the session rate
+    p.set_mic_gate(False)
+    assert len(p.uplink) == 0  # privacy: nothing captured before the close is left to send
+    queued = p.counters.chunks_queued
+    seen = p.counters.frames_captured
+    assert wait_until(lambda: p.counters.frames_captured > seen + 50)
+    assert p.counters.chunks_queued <= queued + 1  # at most the chunk in flight at the close
+
+
+def test_interruption_no_agent_sample_after_the_next_period(events, running) -> None:
+    backend = SpyBackend()
+    p = make_pipeline(backend, events)
+    running.append(p)
+    p.start()
+    p.jitter.push(np.full(16000 * 5, AGENT_LEVEL, "<i2").tobytes())  # 5 s of agent audio
+    assert backend.agent_written.wait(5)
+    with backend.lock:
+        at_flush = len(backend.log)
+    p.flush()
+    assert p.flushed_event.wait(5)
+    assert wait_until(lambda: len(backend.log) > at_flush + 20)
+    with backend.lock:
+        after = backend.log[at_flush:]
+    agent_writes = [i for i, (op, pcm) in enumerate(after)
+                    if op == "write" and max(np.frombuffer(pcm, "<i2"), default=0) >= AGENT_LEVEL]
+    drop_at = next(i for i, (op, _) in enumerate(after) if op == "drop")
+    assert all(i < drop_at for i in agent_writes) and len(agent_writes) <= 1, agent_writes
+    assert len(p.jitter) == 0 and p.counters.flushes == 1
+
+
+def test_playback_writes_silence_when_idle_and_feeds_the_reference(events, running) -> None:
+    backend = FakeAudioBackend(clock_factory=UnpacedClock)
+    p = make_pipeline(backend, events)
+    fed: list[int] = []
+    real_reference = p.dsp.reference
+    p.dsp.reference = lambda pcm, rate: (fed.append(len(pcm)), real_reference(pcm, rate))  # type: ignore[method-assign]
+    running.append(p)
+    p.start()
+    assert wait_until(lambda: p.counters.periods_played > 30)
+    assert p.counters.silence_periods > 0 and set(fed) == {320}  # every period, silence included
+
+
+def test_capture_device_lost_and_back(events, running) -> None:
+    backend = FakeAudioBackend(clock_factory=UnpacedClock)
+    p = make_pipeline(backend, events)
+    running.append(p)
+    p.set_mic_gate(True)
+    p.start()
+    assert wait_until(lambda: p.counters.chunks_queued > 10)
+    backend.capture_plug.unplug()
+    assert events.get(timeout=5) == HardwareLost("capture", "device unplugged")
+    backend.capture_plug.replug()
+    assert events.get(timeout=10) == HardwareBack("capture")
+    queued = p.counters.chunks_queued
+    assert wait_until(lambda: p.counters.chunks_queued > queued + 10)  # the call goes on
+    assert p.capture.alive and p.counters.capture_reopens == 2
+
+
+def test_playback_device_lost_and_back(events, running) -> None:
+    backend = FakeAudioBackend(clock_factory=UnpacedClock)
+    p = make_pipeline(backend, events)
+    running.append(p)
+    p.start()
+    assert wait_until(lambda: p.counters.periods_played > 10)
+    backend.playback_plug.unplug()
+    assert events.get(timeout=5) == HardwareLost("playback", "device unplugged")
+    backend.playback_plug.replug()
+    assert events.get(timeout=10) == HardwareBack("playback")
+    played = p.counters.periods_played
+    assert wait_until(lambda: p.counters.periods_played > played + 10)
+
+
+def test_missing_device_at_start_is_retried(events, running) -> None:
+    backend = FakeAudioBackend(clock_factory=UnpacedClock)
+    backend.capture_plug.unplug()  # a USB mic not yet enumerated at boot
+    p = make_pipeline(backend, events)
+    running.append(p)
+    p.start()
+    assert events.get(timeout=5) == HardwareLost("capture", "device unplugged")
+    backend.capture_plug.replug()
+    assert events.get(timeout=10) == HardwareBack("capture")
+    assert wait_until(lambda: p.counters.frames_captured > 10)
+
+
+def test_renegotiated_rate_reopens_playback_and_rechunks_uplink(events, running) -> None:
+    backend = FakeAudioBackend(clock_factory=UnpacedClock)
+    p = make_pipeline(backend, events, rate=16000)
+    running.append(p)
+    p.set_mic_gate(True)
+    p.start()
+    assert wait_until(lambda: p.counters.periods_played > 5)
+    p.set_session_rate(48000)
+    assert wait_until(lambda: p.playback.rate == 48000 and p.counters.playback_reopens == 2)
+    p.uplink.clear()
+    assert wait_until(lambda: len(p.uplink) > 5)
+    chunk = p.uplink.get(1)
+    assert chunk is not None and len(chunk.pcm) == 48000 * 20 // 1000 * 2

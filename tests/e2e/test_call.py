@@ -145,3 +145,30 @@ def test_make_demo_command_runs_and_saves_the_answer(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "agent: Hello, this is the Atoms simulator" in result.stdout
     assert played_agent_seconds(out / "agent.wav") > 2.0
+
+
+@pytest.mark.parametrize("code", [4401, 4403])
+def test_auth_close_codes_are_not_retried(start_sim, start_service, code: int) -> None:
+    sim = start_sim(close_code=code, close_after=0.3)
+    service = start_service(sim.url, call_mode="always")
+    assert service.wait_for_log(rf"refused the credentials \(close code {code}", 10), service.output()
+    assert not sim.wait_for(lambda: len(sim.connections) > 1, 2.5)
+    assert service.status()["call_state"] == "auth_error"
+    assert service.stop() == 0
+
+
+def test_close_code_1011_is_retried(start_sim, start_service) -> None:
+    sim = start_sim(close_code=1011, close_after=0.3)
+    service = start_service(sim.url, call_mode="always")
+    assert sim.wait_for_event("created", 10, count=2), sim.events
+    assert service.wait_for_log(r"connection lost \(server closed the connection \(code 1011", 5)
+    assert service.stop() == 0
+
+
+def test_session_timeout_in_always_mode_starts_a_new_session(start_sim, start_service) -> None:
+    sim = start_sim(session_timeout=0.5)
+    service = start_service(sim.url, call_mode="always")
+    assert sim.wait_for_event("created", 10, count=2), sim.events
+    assert service.wait_for_log(r"session closed by the server: timeout", 5)
+    assert service.count_log(r"connection lost") == 0  # a clean end, not a network error
+    assert service.stop() == 0

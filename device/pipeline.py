@@ -15,7 +15,7 @@ from typing import Final
 
 import numpy as np
 
-from device.buffers import JitterBuffer, UplinkChunk, UplinkQueue
+from device.buffers import JitterBuffer, LatencyWindow, UplinkChunk, UplinkQueue
 from device.dsp import DSP_RATE, FRAME_BYTES, CaptureDsp, Resampler
 from device.events import Event, HardwareBack, HardwareLost
 from device.threads import OwnedThread
@@ -106,9 +106,11 @@ class CaptureThread(OwnedThread):
         rate = p.session_rate
         resampler = Resampler(DSP_RATE, rate)
         chunk_bytes = rate * UPLINK_CHUNK_MS // 1000 * 2
+        carry = bytearray()
         try:
             while not self.stopping.is_set():
                 if self.device is None:
+                    carry.clear()
                     if not _with_reopen(self, "capture", p.on_event, self._open):
                         return
                 assert self.device is not None
@@ -127,7 +129,15 @@ class CaptureThread(OwnedThread):
                     resampler = Resampler(DSP_RATE, rate)
                     chunk_bytes = rate * UPLINK_CHUNK_MS // 1000 * 2
                 gate = p.mic_gate
-                for offset in range(0, len(pcm), FRAME_BYTES):
+                # ALSA may grant a period that is not a whole 10 ms (e.g. 341 frames): the DSP
+                # takes exactly 10 ms, so carry the remainder over to the next read.
+                if carry:
+                    pcm = bytes(carry) + pcm
+                    carry.clear()
+                whole = len(pcm) - len(pcm) % FRAME_BYTES
+                if whole < len(pcm):
+                    carry += pcm[whole:]
+                for offset in range(0, whole, FRAME_BYTES):
                     frame = p.dsp.process(pcm[offset:offset + FRAME_BYTES])
                     p.counters.frames_captured += 1
                     if p.monitor is not None:
@@ -225,6 +235,7 @@ class PlaybackThread(OwnedThread):
                         assert self.device is not None
                         self.device.drop()
                         p.counters.flushes += 1
+                        p.flush_latency.add(p.clock.monotonic() - p.flush_requested_at)
                         p.flushed_event.set()
                         self._write_silence(PREFILL_PERIODS)
                     self._write(self._next_period())
@@ -274,6 +285,8 @@ class AudioPipeline:
         self.counters = PipelineCounters()
         self.mic_gate = False
         self.flush_requested = threading.Event()
+        self.flush_requested_at = 0.0
+        self.flush_latency = LatencyWindow(1000)  # interruption -> device buffer dropped
         self.flushed_event = threading.Event()
         self.played_event = threading.Event()
         self.last_agent_write = 0.0
@@ -318,6 +331,7 @@ class AudioPipeline:
     def flush(self) -> None:
         """Barge-in: clear queued agent audio now; the playback thread drops the device buffer."""
         self.jitter.clear()
+        self.flush_requested_at = self.clock.monotonic()
         self.flush_requested.set()
 
     def play_local(self, pcm: bytes) -> None:

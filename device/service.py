@@ -290,7 +290,9 @@ class ApplianceService:
             "bytes_up": counters["bytes_up"], "bytes_down": counters["bytes_down"],
             "reconnects": counters["reconnects"], "malformed": counters["malformed"],
             "underruns": counters["playback_underruns"], "overruns": counters["capture_overruns"],
-            "capture_to_send_ms": latency, "rss_mb": rss_mb(), "counters": counters,
+            "capture_to_send_ms": latency,
+            "interruption_to_silence_ms": self.pipeline.flush_latency.percentiles_ms(0.5, 0.99),
+            "rss_mb": rss_mb(), "counters": counters,
         }
 
     def write_stats(self) -> None:

@@ -186,3 +186,19 @@ def test_renegotiated_rate_reopens_playback_and_rechunks_uplink(events, running)
     assert wait_until(lambda: len(p.uplink) > 5)
     chunk = p.uplink.get(1)
     assert chunk is not None and len(chunk.pcm) == 48000 * 20 // 1000 * 2
+
+
+def test_capture_periods_that_are_not_whole_10ms_frames(events, running) -> None:
+    """ALSA may grant 341-frame periods: every sample still reaches the uplink, in order."""
+    backend = FakeAudioBackend(clock_factory=UnpacedClock)
+    original = backend.capture
+    backend.capture = lambda rate, period: original(rate, 341)  # type: ignore[method-assign]
+    ramp = (np.arange(16000 * 2) % 30000).astype("<i2")
+    backend.inject(ramp.tobytes())
+    p = make_pipeline(backend, events)
+    running.append(p)
+    p.set_mic_gate(True)
+    p.start()
+    assert wait_until(lambda: len(p.uplink) >= 100)
+    got = b"".join(c.pcm for c in (p.uplink.get(0) for _ in range(100)) if c is not None)
+    assert np.array_equal(np.frombuffer(got, "<i2"), ramp[: len(got) // 2])

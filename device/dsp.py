@@ -1,0 +1,315 @@
+"""The capture DSP chain: echo cancellation, noise suppression and gain, in 10 ms frames at 16 kHz.
+
+    mic frame -> WebRTC AEC3 + high-pass (livekit APM) -> webrtc-noise-gain NS/AGC -> processed frame
+                      ^
+    speaker pcm ------'  (`reference`: exactly what the speaker was given, at its own rate)
+
+The capture thread calls `CaptureDsp.process` once per 10 ms mic frame; the playback thread calls
+`CaptureDsp.reference` with every buffer it writes to the speaker, at the moment it writes it, so
+each reference frame reaches the canceller before the mic frame that holds its echo.
+
+Both native libraries take exactly 10 ms per call, and livekit's APM *aborts the process* (a Rust
+panic) on anything else, so every size is checked here before any library call and a bad size
+raises `ValueError` instead.
+
+`Resampler` is the soxr streaming resampler used wherever PCM16 changes rate (uplink to the wire
+rate, downlink to the speaker rate).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
+
+import numpy as np
+import soxr
+
+if TYPE_CHECKING:
+    from device.debug_record import DebugRecorder
+
+log = logging.getLogger(__name__)
+
+DSP_RATE: Final = 16000
+FRAME_MS: Final = 10
+FRAME_SAMPLES: Final = DSP_RATE * FRAME_MS // 1000   # 160
+FRAME_BYTES: Final = FRAME_SAMPLES * 2                 # 320: PCM16 mono
+# Reference rates the canceller is tested with. Other rates may work in the library, but 44.1 kHz
+# frames are 441 samples and the native side only promises whole 10 ms at the rates it knows.
+REFERENCE_RATES: Final = frozenset({8000, 16000, 24000, 32000, 48000})
+MAX_AUTO_GAIN_DBFS: Final = 31
+MAX_NOISE_SUPPRESSION: Final = 4
+
+AecMode = Literal["webrtc", "off"]
+ResampleQuality = Literal["QQ", "LQ", "MQ", "HQ", "VHQ"]
+
+
+class CaptureDsp(Protocol):
+    """The capture DSP as the audio threads see it.
+
+    `process` is called by the capture thread only; `reference` by the playback thread only; the
+    two may run at the same time. `stats`, `last_is_speech` and `close` may be used from any thread
+    (close after the capture thread stopped calling `process`).
+    """
+
+    last_is_speech: bool
+
+    def process(self, frame: bytes) -> bytes:
+        """One 10 ms mic frame (16 kHz mono PCM16, `FRAME_BYTES`) in, the processed frame out."""
+        ...
+
+    def reference(self, pcm: bytes, sample_rate: int) -> None:
+        """Exactly what the speaker was given (PCM16 mono at `sample_rate`), when it was given."""
+        ...
+
+    def stats(self) -> dict[str, int]:
+        """A snapshot of the counters."""
+        ...
+
+    def close(self) -> None:
+        """Release the native processors. Idempotent."""
+        ...
+
+
+def reference_frame_bytes(sample_rate: int) -> int:
+    """Bytes in one 10 ms PCM16 mono frame at `sample_rate` (raises ValueError for other rates)."""
+    if sample_rate not in REFERENCE_RATES:
+        raise ValueError(f"echo reference rate {sample_rate} Hz is not supported; use one of "
+                         f"{sorted(REFERENCE_RATES)}")
+    return sample_rate * FRAME_MS // 1000 * 2
+
+
+class CaptureChain:
+    """The `CaptureDsp` implementation: optional AEC, then optional NS/AGC, else a checked passthrough.
+
+    Threads: `process` on the capture thread, `reference` on the playback thread (concurrently);
+    each path has its own lock (the library serialises its own native calls with a mutex), so the
+    playback thread never waits for a capture frame's noise suppression. Build it with
+    `make_capture_dsp`.
+    """
+
+    def __init__(self, apm: Any | None, noise: Any | None, recorder: DebugRecorder | None = None) -> None:
+        self._apm = apm          # livekit.rtc.AudioProcessingModule or None (aec off)
+        self._noise = noise      # webrtc_noise_gain.AudioProcessor or None (NS and AGC off)
+        self._recorder = recorder
+        self._frame_type: Any = None
+        if apm is not None:
+            from livekit.rtc import AudioFrame  # only the AEC path pays for livekit (~30 MB RSS)
+
+            self._frame_type = AudioFrame
+        self._capture_lock = threading.Lock()
+        self._reference_lock = threading.Lock()
+        self._ref_fifo = bytearray()   # partial reference frame waiting for the rest
+        self._ref_rate = 0
+        self._closed = False
+        self.last_is_speech = False
+        self.frames_processed = 0
+        self.speech_frames = 0
+        self.reference_frames = 0
+        self.reference_rate_changes = 0
+        self.rejected_frames = 0       # wrong sizes/rates refused with ValueError
+
+    # -- capture thread ---------------------------------------------------------------------------
+    def process(self, frame: bytes) -> bytes:
+        if len(frame) != FRAME_BYTES:
+            self.rejected_frames += 1
+            raise ValueError(f"capture DSP takes exactly {FRAME_BYTES} bytes (10 ms of 16 kHz mono PCM16) "
+                             f"per frame, got {len(frame)} bytes")
+        if type(frame) is not bytes:
+            frame = bytes(frame)   # webrtc-noise-gain takes `bytes` only
+        if self._recorder is not None:
+            self._recorder.raw(frame, DSP_RATE)
+        with self._capture_lock:
+            if self._closed:
+                raise RuntimeError("capture DSP used after close()")
+            out = frame
+            if self._apm is not None:
+                # A fresh bytearray-backed frame: the APM works in place on the frame's buffer, and we
+                # read the result back through the public `data` view rather than trusting that the
+                # frame kept our buffer object.
+                audio = self._frame_type(bytearray(frame), DSP_RATE, 1, FRAME_SAMPLES)
+                self._apm.process_stream(audio)
+                out = audio.data.tobytes()
+            if self._noise is not None:
+                result = self._noise.Process10ms(out)
+                out = result.audio
+                self.last_is_speech = bool(result.is_speech)
+                self.speech_frames += self.last_is_speech
+            self.frames_processed += 1
+        if self._recorder is not None:
+            self._recorder.processed(out, DSP_RATE)
+        return out
+
+    # -- playback thread --------------------------------------------------------------------------
+    def reference(self, pcm: bytes, sample_rate: int) -> None:
+        try:
+            frame_bytes = reference_frame_bytes(sample_rate)
+            if len(pcm) % 2:
+                raise ValueError(f"echo reference must be whole PCM16 samples, got {len(pcm)} bytes")
+        except ValueError:
+            self.rejected_frames += 1
+            raise
+        if self._recorder is not None:
+            self._recorder.reference(pcm, sample_rate)
+        if self._apm is None:
+            return
+        with self._reference_lock:
+            if self._closed:
+                return   # the playback thread may outlive the capture DSP by a frame at shutdown
+            if sample_rate != self._ref_rate:
+                if self._ref_rate:
+                    self.reference_rate_changes += 1
+                    log.info("echo reference rate %d -> %d Hz (dropping %d partial bytes)",
+                             self._ref_rate, sample_rate, len(self._ref_fifo))
+                self._ref_fifo.clear()
+                self._ref_rate = sample_rate
+            fifo = self._ref_fifo
+            if not fifo and len(pcm) % frame_bytes == 0:
+                data: bytes | bytearray = pcm   # the usual case: whole periods, no copy into the FIFO
+            else:
+                fifo += pcm
+                data = fifo
+            whole = len(data) - len(data) % frame_bytes
+            samples = frame_bytes // 2
+            done = 0
+            try:
+                with memoryview(data) as view:   # released before the FIFO is resized below
+                    while done < whole:
+                        # A private copy: the APM works in place, and the caller's buffer is not ours.
+                        chunk = bytearray(view[done:done + frame_bytes])
+                        if len(chunk) != frame_bytes:   # never hand the native side a partial frame
+                            raise RuntimeError(f"internal error: {len(chunk)}-byte reference frame")
+                        self._apm.process_reverse_stream(self._frame_type(chunk, sample_rate, 1, samples))
+                        done += frame_bytes
+                        self.reference_frames += 1
+            finally:
+                if data is fifo:
+                    del fifo[:done]   # what was handed over, even if the library raised midway
+
+    # -- any thread -------------------------------------------------------------------------------
+    def stats(self) -> dict[str, int]:
+        # Plain int reads: a snapshot may be one frame out of step between counters, never torn.
+        return {
+            "frames_processed": self.frames_processed,
+            "speech_frames": self.speech_frames,
+            "reference_frames": self.reference_frames,
+            "reference_rate": self._ref_rate,
+            "reference_pending_bytes": len(self._ref_fifo),
+            "reference_rate_changes": self.reference_rate_changes,
+            "rejected_frames": self.rejected_frames,
+        }
+
+    @property
+    def aec_enabled(self) -> bool:
+        return self._apm is not None
+
+    @property
+    def noise_enabled(self) -> bool:
+        return self._noise is not None
+
+    def close(self) -> None:
+        with self._capture_lock, self._reference_lock:
+            if self._closed:
+                return
+            self._closed = True
+            # Dropping our only reference frees the native APM (its handle is released on GC).
+            self._apm = None
+            self._noise = None
+            self._ref_fifo.clear()
+        log.debug("capture DSP closed: %s", self.stats())
+
+
+def make_capture_dsp(
+    aec: AecMode,
+    noise_suppression: int,
+    auto_gain_dbfs: int,
+    recorder: DebugRecorder | None = None,
+) -> CaptureDsp:
+    """Build the capture chain from settings.
+
+    `aec`: "webrtc" (AEC3 + high-pass filter) or "off" (a speakerphone with its own AEC).
+    `noise_suppression`: 0 (off) to 4 (strongest). `auto_gain_dbfs`: 0 (off) to 31, the target level
+    below full scale. With everything off the result is a passthrough that still checks sizes.
+    """
+    if aec not in ("webrtc", "off"):
+        raise ValueError(f"aec must be 'webrtc' or 'off', not {aec!r}")
+    if not 0 <= noise_suppression <= MAX_NOISE_SUPPRESSION:
+        raise ValueError(f"noise_suppression must be 0-{MAX_NOISE_SUPPRESSION}, not {noise_suppression}")
+    if not 0 <= auto_gain_dbfs <= MAX_AUTO_GAIN_DBFS:
+        raise ValueError(f"auto_gain_dbfs must be 0-{MAX_AUTO_GAIN_DBFS}, not {auto_gain_dbfs}")
+    apm = None
+    if aec == "webrtc":
+        from livekit import rtc
+
+        # No noise suppression or AGC here: webrtc-noise-gain does those after the canceller.
+        apm = rtc.AudioProcessingModule(echo_cancellation=True, high_pass_filter=True)
+    noise = None
+    if noise_suppression or auto_gain_dbfs:
+        from webrtc_noise_gain import AudioProcessor
+
+        noise = AudioProcessor(auto_gain_dbfs, noise_suppression)
+    log.info("capture DSP: aec=%s noise_suppression=%d auto_gain_dbfs=%d recorder=%s",
+             aec, noise_suppression, auto_gain_dbfs, "on" if recorder is not None else "off")
+    return CaptureChain(apm, noise, recorder)
+
+
+class Resampler:
+    """PCM16 mono rate converter on a soxr stream, with an output FIFO that hands out fixed chunks.
+
+    Owned by one thread (the capture thread for the uplink, the playback thread for the downlink);
+    not thread-safe. soxr emits output in bursts, so `pop` returns None until a whole chunk is
+    buffered. A one-shot `soxr.resample` per chunk would click at every chunk edge: always stream.
+
+    Quality "LQ" by default (measured with soxr 1.1): flat to ~6 kHz on a 16 kHz side (-3 dB at
+    6.5 kHz), aliases and images below -90 dB, ~11 ms latency, ~3 us per 10 ms. "QQ" is cubic
+    interpolation with no anti-alias filter: 24 -> 16 kHz folds a 10 kHz tone back at -4 dB, and
+    16 -> 24 kHz leaves images at -10 dB, which an ASR hears; "MQ" is flat to 7.5 kHz for ~21 ms.
+    """
+
+    def __init__(self, in_rate: int, out_rate: int, *, quality: ResampleQuality = "LQ") -> None:
+        if in_rate <= 0 or out_rate <= 0:
+            raise ValueError(f"sample rates must be positive, got {in_rate} -> {out_rate}")
+        self.in_rate = in_rate
+        self.out_rate = out_rate
+        self.quality = quality
+        self._fifo = bytearray()
+        self._stream: soxr.ResampleStream | None = None
+        if in_rate != out_rate:
+            self._stream = soxr.ResampleStream(in_rate, out_rate, 1, dtype="int16", quality=quality)
+
+    def frame_bytes(self, ms: int = FRAME_MS) -> int:
+        """Bytes of `ms` milliseconds of output (for `pop`); raises ValueError if not whole samples."""
+        samples, rest = divmod(self.out_rate * ms, 1000)
+        if rest or samples <= 0:
+            raise ValueError(f"{ms} ms is not a whole number of samples at {self.out_rate} Hz")
+        return samples * 2
+
+    @property
+    def buffered(self) -> int:
+        """Output bytes waiting in the FIFO."""
+        return len(self._fifo)
+
+    def push(self, pcm: bytes) -> None:
+        """Add input PCM16 at `in_rate` (any whole number of samples)."""
+        if len(pcm) % 2:
+            raise ValueError(f"PCM16 input must be whole samples, got {len(pcm)} bytes")
+        if self._stream is None:
+            self._fifo += pcm
+            return
+        out = self._stream.resample_chunk(np.frombuffer(pcm, dtype="<i2"))
+        self._fifo += out.astype("<i2", copy=False).tobytes()
+
+    def pop(self, nbytes: int) -> bytes | None:
+        """Exactly `nbytes` of output PCM16, or None until that much is buffered."""
+        if nbytes <= 0 or nbytes % 2:
+            raise ValueError(f"pop takes a positive whole number of PCM16 samples, got {nbytes} bytes")
+        if len(self._fifo) < nbytes:
+            return None
+        out = bytes(self._fifo[:nbytes])
+        del self._fifo[:nbytes]
+        return out
+
+    def reset(self) -> None:
+        """Forget buffered input and output (after a flush or barge-in, or when a stream restarts)."""
+        self._fifo.clear()
+        if self._stream is not None:
+            self._stream.clear()

@@ -1,0 +1,1 @@
+"""Tests of the capture DSP chain (echo cancellation, noise suppression, resampling, recording)."""

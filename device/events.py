@@ -80,6 +80,9 @@ class MachineState:
     hardware_faults: frozenset[str] = frozenset()  # devices currently lost ("capture", "playback")
     shutting_down: bool = False
     last_error: str | None = None
+    # `always` mode: what the call button press in progress did to mute ("muted": this press muted
+    # and a hold restores unmuted; "unmute_pending": the user was muted and the release unmutes).
+    call_press: Literal["none", "muted", "unmute_pending"] = "none"
 
 
 # -- events --------------------------------------------------------------------------------------
@@ -95,7 +98,7 @@ class ButtonReleased:
 
 @dataclass(frozen=True)
 class ButtonHeld:
-    """The button has been held for the long-press time (always ends the call)."""
+    """The button has been held for the long-press time (ends the call, except in push-to-talk)."""
 
     button: ButtonName
 

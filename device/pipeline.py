@@ -180,7 +180,9 @@ class PlaybackThread(OwnedThread):
             raise
         log.info("playback open: %d Hz, period %d frames, buffer %d frames",
                  fmt.sample_rate, fmt.period_frames, fmt.buffer_frames)
-        self.period_bytes = fmt.period_bytes
+        # Write the period we asked for (a whole 10 ms multiple, as the echo canceller's reference
+        # needs); the driver's own period (fmt) may differ and the backend re-chunks.
+        self.period_bytes = self.rate * p.period_ms // 1000 * 2
         self.device = device
         p.counters.playback_reopens += 1
         self._write_silence(PREFILL_PERIODS)

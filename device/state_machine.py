@@ -1,0 +1,413 @@
+"""The pure state machine: `(config, state, event) -> Transition(new state, actions)`.
+
+Nothing here does I/O, reads a clock or keeps hidden state, so every behaviour is a table lookup
+the tests can enumerate. The service (`device.service`) feeds events in on the main thread and
+carries out the actions in order.
+
+Conventions every transition follows (the tests check them for every (state, event) pair):
+- It ends with `ShowLeds(leds_for(new))` and `SetMicGate(mic_gate_open(new))`, whether or not
+  they changed (the service applies only changes), so no LED or gate can stick. `Shutdown` is the
+  one exception: `StopService` comes after them.
+- Closing comes first: when the mic gate closes, `SetMicGate(False)` is also the *first* action,
+  before anything slow (persisting mute, `Disconnect`) and before `SendCommit`, so no frame
+  leaves after the user muted and the commit covers exactly the audio that was sent. Likewise
+  `SetDownlinkGate(False)` comes before `FlushPlayback`, so nothing is queued after the flush.
+- The downlink gate is open exactly when push-to-talk is not held (`not state.talking`).
+- `muted` changes only on a user action (mute button, `mute`/`unmute` commands, a press, release
+  or long press of the call button in `always` mode), and each change emits `PersistMute` and an
+  earcon, except that a long press undoing its own press's mute (below) plays no "unmuted": the
+  hang-up is what the user asked for, and its "ended" chime and the mute LED going off say so.
+
+The call button, per mode (`ButtonHeld` is the long press, `long_press_seconds`):
+- `button`: a press starts a call when idle and hangs up otherwise; a long press also hangs up.
+- `push_to_talk`: it is the talk button. A press starts a session if there is none and opens the
+  mic; the release closes the mic and commits. Holding it past the long-press time is just a long
+  turn, so `ButtonHeld` is ignored. Hanging up is `ctl hangup` (`Command("hangup")`); the next
+  press or `ctl call` starts a session again.
+- `always`: a press when idle starts a call. While a call is up or coming the button is mute, and
+  a press never opens the mic (it may be the start of a long press), so `state.call_press`
+  remembers what the press did until its release or long press:
+  - press while unmuted: mute at once (`SetMicGate(False)` first), `call_press = "muted"`; the
+    release of a short click keeps it muted.
+  - press while muted: nothing yet, `call_press = "unmute_pending"`; the release unmutes.
+  - long press: hang up (`Disconnect`, idle); if this press muted, unmute again with
+    `PersistMute(False)` (the user meant to hang up, not to mute), else stay muted. The release
+    after it does nothing.
+  The mute button and the `mute`/`unmute` commands cancel a pending press (`call_press = "none"`):
+  the newest explicit choice wins, so neither the release nor the long press then unmutes.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any, Final
+
+from device.events import (
+    Action,
+    AgentInterrupted,
+    AgentStartedTalking,
+    AgentStoppedTalking,
+    AuthRejected,
+    ButtonHeld,
+    ButtonName,
+    ButtonPressed,
+    ButtonReleased,
+    CallMode,
+    CallState,
+    Command,
+    Connect,
+    ConnectionLost,
+    Disconnect,
+    EarconName,
+    Event,
+    FlushPlayback,
+    HardwareBack,
+    HardwareLost,
+    Indicator,
+    LedState,
+    MachineConfig,
+    MachineState,
+    PersistMute,
+    PlayEarcon,
+    Reload,
+    SendCommit,
+    SessionConnecting,
+    SessionEnded,
+    SessionStarted,
+    SetDownlinkGate,
+    SetMicGate,
+    ShowLeds,
+    Shutdown,
+    StatusPattern,
+    StopService,
+    Transition,
+)
+
+__all__ = ["boot", "leds_for", "mic_gate_open", "step"]
+
+# A handler's result before the common outputs are added: the new state and its own actions.
+_Step = tuple[MachineState, tuple[Action, ...]]
+_Handler = Callable[[MachineConfig, MachineState, Any], _Step]
+
+# A call is "up or coming": the session client is connected or trying to be.
+_CALL_WANTED: Final = frozenset({CallState.CONNECTING, CallState.IN_CALL, CallState.RECONNECTING})
+# No session is wanted: a short press (or the `call` command) starts one.
+_CALL_STARTABLE: Final = frozenset({CallState.IDLE, CallState.AUTH_ERROR})
+_NOTHING: Final[tuple[Action, ...]] = ()
+
+
+# -- outputs ---------------------------------------------------------------------------------------
+def mic_gate_open(config: MachineConfig, state: MachineState) -> bool:
+    """Whether captured audio may leave the device. Mute and shutdown close it unconditionally."""
+    return (
+        state.call is CallState.IN_CALL
+        and not state.muted
+        and not state.shutting_down
+        and (config.mode is not CallMode.PUSH_TO_TALK or state.talking)
+        and not (config.half_duplex and state.agent_speaking)
+    )
+
+
+def _status(state: MachineState) -> StatusPattern:
+    if state.call is CallState.AUTH_ERROR:
+        return StatusPattern.AUTH_ERROR
+    if state.hardware_faults:
+        return StatusPattern.FAST_BLINK
+    if state.call in (CallState.CONNECTING, CallState.RECONNECTING):
+        return StatusPattern.BLINK
+    if state.call is CallState.IN_CALL:
+        return StatusPattern.ON
+    return StatusPattern.OFF
+
+
+def _indicator(state: MachineState, speaking: bool) -> Indicator:
+    # Priority from DESIGN.md: muted > error > offline/connecting > agent speaking > listening > idle.
+    if state.muted:
+        return Indicator.MUTED
+    if state.call is CallState.AUTH_ERROR or state.hardware_faults:
+        return Indicator.ERROR
+    if state.call in (CallState.CONNECTING, CallState.RECONNECTING):
+        return Indicator.CONNECTING
+    if speaking:
+        return Indicator.AGENT_SPEAKING
+    if state.call is CallState.IN_CALL:
+        return Indicator.LISTENING
+    return Indicator.IDLE
+
+
+def leds_for(config: MachineConfig, state: MachineState) -> LedState:
+    """What the LEDs show in `state`: a pure function of the state, so they can never stick."""
+    del config  # part of the signature so a mode-specific LED rule needs no API change
+    if state.shutting_down:
+        return LedState()
+    speaking = state.agent_speaking and state.call is CallState.IN_CALL
+    return LedState(
+        status=_status(state), mute=state.muted, speaking=speaking,
+        indicator=_indicator(state, speaking),
+    )
+
+
+def _earcon(config: MachineConfig, name: EarconName) -> tuple[Action, ...]:
+    return (PlayEarcon(name),) if config.earcons else _NOTHING
+
+
+def _finish(config: MachineConfig, old: MachineState, new: MachineState,
+            body: tuple[Action, ...]) -> Transition:
+    """Wrap a handler's actions with the gate and LED outputs (see the module docstring)."""
+    gate = mic_gate_open(config, new)
+    first: list[Action] = []
+    last: list[Action] = []
+    if mic_gate_open(config, old) and not gate:
+        first.append(SetMicGate(False))
+    if new.talking and not old.talking:
+        first.append(SetDownlinkGate(False))
+    elif old.talking and not new.talking:
+        last.append(SetDownlinkGate(True))
+    return Transition(new, (*first, *body, *last, ShowLeds(leds_for(config, new)), SetMicGate(gate)))
+
+
+# -- building blocks -------------------------------------------------------------------------------
+def _start_call(config: MachineConfig, state: MachineState) -> _Step:
+    """Ask for a session; only from idle/auth_error (elsewhere one is already up or coming)."""
+    if state.call not in _CALL_STARTABLE:
+        return state, _NOTHING
+    return replace(state, call=CallState.CONNECTING, agent_speaking=False), (Connect(),)
+
+
+def _end_call(config: MachineConfig, state: MachineState) -> _Step:
+    """Hang up on purpose: the device stays idle until the user starts a call again."""
+    if state.call not in _CALL_WANTED:
+        return state, _NOTHING
+    ended = _earcon(config, "ended") if state.call is CallState.IN_CALL else _NOTHING
+    # talking is cleared so the downlink reopens; a later release of a still-held button is a no-op.
+    new = replace(state, call=CallState.IDLE, agent_speaking=False, talking=False)
+    return new, (Disconnect(), *ended)
+
+
+def _set_muted(config: MachineConfig, state: MachineState, muted: bool) -> _Step:
+    if state.muted == muted:
+        return state, _NOTHING
+    return replace(state, muted=muted), (PersistMute(muted), *_earcon(config, "muted" if muted else "unmuted"))
+
+
+def _user_set_muted(config: MachineConfig, state: MachineState, muted: bool) -> _Step:
+    """The mute button or a `mute`/`unmute` command: also cancels the call button press in
+    progress (`always` mode), so its release or long press cannot undo this explicit choice."""
+    return _set_muted(config, replace(state, call_press="none"), muted)
+
+
+def _always_call_press(config: MachineConfig, state: MachineState) -> _Step:
+    """`always` mode, call button down: privacy first, a press never opens the mic.
+
+    Whether this is a click (mute toggle) or a long press (hang up) is only known later, so a
+    press mutes at once but defers unmuting to the release (see the module docstring).
+    """
+    if state.call in _CALL_STARTABLE:
+        return _start_call(config, replace(state, call_press="none"))
+    if state.muted:
+        return replace(state, call_press="unmute_pending"), _NOTHING
+    return _set_muted(config, replace(state, call_press="muted"), True)
+
+
+def _talk_start(config: MachineConfig, state: MachineState) -> _Step:
+    """Push-to-talk pressed: open the mic (if in a call) and silence the agent (local barge-in)."""
+    state, actions = _start_call(config, state)
+    # agent_speaking is cleared too: its audio is discarded while the button is held, and with
+    # half_duplex a stale flag would keep the mic closed while the user holds talk.
+    flush = (FlushPlayback(),) if state.agent_speaking else _NOTHING
+    return replace(state, talking=True, agent_speaking=False), (*actions, *flush)
+
+
+def _talk_stop(config: MachineConfig, state: MachineState) -> _Step:
+    """Push-to-talk released: close the mic and commit what was sent (never while muted)."""
+    if not state.talking:
+        return state, _NOTHING
+    commit = (SendCommit(),) if state.call is CallState.IN_CALL and not state.muted else _NOTHING
+    return replace(state, talking=False), commit
+
+
+# -- handlers, one per event type ------------------------------------------------------------------
+def _on_pressed(config: MachineConfig, state: MachineState, event: ButtonPressed) -> _Step:
+    if event.button is ButtonName.MUTE:
+        return _user_set_muted(config, state, not state.muted)
+    if config.mode is CallMode.PUSH_TO_TALK:
+        return _talk_start(config, state)
+    if config.mode is CallMode.ALWAYS:
+        return _always_call_press(config, state)
+    if state.call in _CALL_STARTABLE:
+        return _start_call(config, state)  # a short press when idle starts a call in every mode
+    return _end_call(config, state)
+
+
+def _on_released(config: MachineConfig, state: MachineState, event: ButtonReleased) -> _Step:
+    if event.button is not ButtonName.CALL:
+        return state, _NOTHING
+    if config.mode is CallMode.PUSH_TO_TALK:
+        return _talk_stop(config, state)
+    if config.mode is CallMode.ALWAYS:
+        # The end of a short click ("muted": it stays muted) or of a long press (already "none").
+        pending, state = state.call_press, replace(state, call_press="none")
+        if pending == "unmute_pending":
+            return _set_muted(config, state, False)
+    return state, _NOTHING
+
+
+def _on_held(config: MachineConfig, state: MachineState, event: ButtonHeld) -> _Step:
+    if event.button is not ButtonName.CALL or config.mode is CallMode.PUSH_TO_TALK:
+        return state, _NOTHING  # in push_to_talk holding is talking: a long turn, not a hang-up
+    if config.mode is not CallMode.ALWAYS:
+        return _end_call(config, state)
+    # The press muted only in case it was a click; a long press means hang up, so undo it.
+    restore = state.call_press == "muted" and state.muted
+    new, actions = _end_call(config, replace(state, call_press="none"))
+    if restore:
+        new, actions = replace(new, muted=False), (*actions, PersistMute(False))
+    return new, actions
+
+
+def _on_command(config: MachineConfig, state: MachineState, event: Command) -> _Step:
+    name = event.name
+    if name == "call":
+        return _start_call(config, state)
+    if name == "hangup":
+        return _end_call(config, state)
+    if name in ("mute", "unmute"):
+        return _user_set_muted(config, state, name == "mute")
+    if config.mode is not CallMode.PUSH_TO_TALK:
+        return state, _NOTHING  # talk_start/talk_stop mean nothing outside push-to-talk
+    if name == "talk_start":
+        return _talk_start(config, state)
+    if name == "talk_stop":
+        return _talk_stop(config, state)
+    return state, _NOTHING  # an unknown name (the socket should have refused it)
+
+
+def _on_session_connecting(config: MachineConfig, state: MachineState, event: SessionConnecting) -> _Step:
+    if state.call in _CALL_STARTABLE:
+        # Every Connect we emit moves us to connecting first, so here the attempt is one we did
+        # not ask for (a retry racing the user's hang-up): repeat the Disconnect, never revive.
+        return state, (Disconnect(),)
+    if state.call is CallState.IN_CALL:
+        return replace(state, call=CallState.RECONNECTING, agent_speaking=False), _NOTHING
+    return state, _NOTHING
+
+
+def _on_session_started(config: MachineConfig, state: MachineState, event: SessionStarted) -> _Step:
+    if state.call in _CALL_STARTABLE:
+        return state, (Disconnect(),)  # a session nobody wants any more (see above)
+    connected = _earcon(config, "connected") if state.call is not CallState.IN_CALL else _NOTHING
+    return replace(state, call=CallState.IN_CALL, agent_speaking=False), connected
+
+
+def _on_session_ended(config: MachineConfig, state: MachineState, event: SessionEnded) -> _Step:
+    if state.call not in _CALL_WANTED:
+        return state, _NOTHING  # the close we asked for completed, or nothing was up
+    if config.mode is CallMode.BUTTON:
+        return replace(state, call=CallState.IDLE, agent_speaking=False), _earcon(config, "ended")
+    # always/push_to_talk keep a session up: a server-side end (e.g. timeout) just starts another.
+    return replace(state, call=CallState.CONNECTING, agent_speaking=False), (Connect(),)
+
+
+def _on_connection_lost(config: MachineConfig, state: MachineState, event: ConnectionLost) -> _Step:
+    if state.call not in _CALL_WANTED:
+        return state, _NOTHING
+    return replace(state, call=CallState.RECONNECTING, agent_speaking=False), _NOTHING
+
+
+def _on_auth_rejected(config: MachineConfig, state: MachineState, event: AuthRejected) -> _Step:
+    if state.call is CallState.IDLE:
+        return state, _NOTHING  # a rejection of a session the user already hung up
+    error = _earcon(config, "error") if state.call is not CallState.AUTH_ERROR else _NOTHING
+    new = replace(state, call=CallState.AUTH_ERROR, agent_speaking=False,
+                  last_error=f"auth rejected: {event.reason}")
+    return new, error
+
+
+def _on_agent_started(config: MachineConfig, state: MachineState, event: AgentStartedTalking) -> _Step:
+    # While push-to-talk is held the agent's audio is discarded (local barge-in), so it is not
+    # "speaking" as far as the user, the speaking LED or the half-duplex gate are concerned.
+    if state.call is not CallState.IN_CALL or state.talking:
+        return state, _NOTHING
+    return replace(state, agent_speaking=True), _NOTHING
+
+
+def _on_agent_stopped(config: MachineConfig, state: MachineState, event: AgentStoppedTalking) -> _Step:
+    return replace(state, agent_speaking=False), _NOTHING
+
+
+def _on_agent_interrupted(config: MachineConfig, state: MachineState, event: AgentInterrupted) -> _Step:
+    # Flushing is harmless in any state and stale audio is never wanted.
+    return replace(state, agent_speaking=False), (FlushPlayback(),)
+
+
+def _on_hardware_lost(config: MachineConfig, state: MachineState, event: HardwareLost) -> _Step:
+    # One chime when the device becomes faulty, not one per lost device; the call goes on.
+    error = _earcon(config, "error") if not state.hardware_faults else _NOTHING
+    detail = f"{event.device} lost: {event.reason}" if event.reason else f"{event.device} lost"
+    return replace(state, hardware_faults=state.hardware_faults | {event.device}, last_error=detail), error
+
+
+def _on_hardware_back(config: MachineConfig, state: MachineState, event: HardwareBack) -> _Step:
+    return replace(state, hardware_faults=state.hardware_faults - {event.device}), _NOTHING
+
+
+def _on_reload(config: MachineConfig, state: MachineState, event: Reload) -> _Step:
+    if state.call is CallState.AUTH_ERROR:
+        return _start_call(config, state)
+    return state, _NOTHING
+
+
+_HANDLERS: Final[dict[type, _Handler]] = {
+    ButtonPressed: _on_pressed,
+    ButtonReleased: _on_released,
+    ButtonHeld: _on_held,
+    Command: _on_command,
+    SessionConnecting: _on_session_connecting,
+    SessionStarted: _on_session_started,
+    SessionEnded: _on_session_ended,
+    ConnectionLost: _on_connection_lost,
+    AuthRejected: _on_auth_rejected,
+    AgentStartedTalking: _on_agent_started,
+    AgentStoppedTalking: _on_agent_stopped,
+    AgentInterrupted: _on_agent_interrupted,
+    HardwareLost: _on_hardware_lost,
+    HardwareBack: _on_hardware_back,
+    Reload: _on_reload,
+}
+
+
+def _shutdown(config: MachineConfig, state: MachineState) -> Transition:
+    """End the call politely, turn every output off, then let the main loop exit."""
+    disconnect = (Disconnect(),) if state.call in _CALL_WANTED else _NOTHING
+    # muted and talking are kept: mute is persisted separately and the state is frozen from here.
+    new = replace(state, shutting_down=True, call=CallState.IDLE, agent_speaking=False)
+    first = (SetMicGate(False),) if mic_gate_open(config, state) else _NOTHING
+    return Transition(new, (*first, *disconnect, ShowLeds(LedState()), SetMicGate(False), StopService()))
+
+
+# -- public API ------------------------------------------------------------------------------------
+def boot(config: MachineConfig, muted: bool) -> Transition:
+    """The initial state at service start; `muted` is the persisted mute setting.
+
+    All outputs are set to known values first. `always` and `push_to_talk` keep a session up,
+    so they connect at once; `button` waits for a press.
+    """
+    connect = config.mode is not CallMode.BUTTON
+    state = MachineState(call=CallState.CONNECTING if connect else CallState.IDLE, muted=muted)
+    actions: tuple[Action, ...] = (
+        ShowLeds(leds_for(config, state)), SetMicGate(False), SetDownlinkGate(True),
+    )
+    return Transition(state, (*actions, Connect()) if connect else actions)
+
+
+def step(config: MachineConfig, state: MachineState, event: Event) -> Transition:
+    """Handle one event. Pure and total: every (state, event) pair gives a Transition."""
+    if state.shutting_down:
+        return _finish(config, state, state, _NOTHING)  # frozen; outputs stay off
+    if isinstance(event, Shutdown):
+        return _shutdown(config, state)
+    handler = _HANDLERS.get(type(event))
+    if handler is None:
+        return _finish(config, state, state, _NOTHING)  # an event type this machine predates
+    new, body = handler(config, state, event)
+    return _finish(config, state, new, body)

@@ -228,7 +228,9 @@ class SessionClient:
             return False
 
     def _default_connect(self) -> websocket.WebSocket:
-        ws = websocket.WebSocket(enable_multithread=True)
+        # UTF-8 is checked by our own decode (errors="replace" + JSON); websocket-client's
+        # validator is a pure-Python loop over every byte of every audio delta.
+        ws = websocket.WebSocket(enable_multithread=True, skip_utf8_validation=True)
         ws.settimeout(self.config.connect_timeout)
         ws.connect(self.config.connect_url(), header=self.config.headers(),
                    suppress_origin=True)

@@ -60,3 +60,68 @@ class UnpacedClock:
     def advance(self, seconds: float) -> None:
         with self._lock:
             self._now += seconds
+
+
+class LockstepClock:
+    """Simulated time for several fake devices: as fast as the CPU allows, but kept in step.
+
+    Each device gets its own clock from `member()`; a member's time jumps to whatever it waits
+    for, but it may run at most `slack` seconds ahead of the slowest open member. Independent
+    unpaced clocks let the mic run seconds ahead of the speaker, which no real sound card does and
+    which makes the echo canceller realign constantly; syncing every period would cost more in
+    thread hand-overs than the audio work itself. Any thread may use it.
+    """
+
+    def __init__(self, slack: float = 0.1) -> None:
+        self.slack = slack
+        self._cond = threading.Condition()
+        self._members: dict[int, float] = {}   # open members: their time
+        self._next_id = 0
+
+    def member(self) -> LockstepMember:
+        with self._cond:
+            self._next_id += 1
+            return LockstepMember(self, self._next_id)
+
+    def _set(self, member_id: int, now: float | None) -> None:
+        with self._cond:
+            if now is None:
+                self._members.pop(member_id, None)
+            else:
+                self._members[member_id] = now
+            self._cond.notify_all()
+
+    def _wait_for_others(self, member_id: int, now: float, interrupt: threading.Event | None) -> bool:
+        with self._cond:
+            if member_id in self._members:
+                self._members[member_id] = now
+                self._cond.notify_all()
+            while member_id in self._members and now - min(self._members.values()) > self.slack:
+                if interrupt is not None and interrupt.is_set():
+                    return False
+                # The timeout only guards against a member that died without closing.
+                self._cond.wait(0.5)
+        return not (interrupt is not None and interrupt.is_set())
+
+
+class LockstepMember:
+    """One device's view of a `LockstepClock` (`register` at open, `unregister` at close)."""
+
+    def __init__(self, group: LockstepClock, member_id: int) -> None:
+        self._group = group
+        self._id = member_id
+        self._now = 0.0
+
+    def monotonic(self) -> float:
+        return self._now
+
+    def register(self) -> None:
+        self._group._set(self._id, self._now)
+
+    def unregister(self) -> None:
+        self._group._set(self._id, None)
+
+    def sleep_until(self, deadline: float, interrupt: threading.Event | None = None) -> bool:
+        if deadline > self._now:
+            self._now = deadline
+        return self._group._wait_for_others(self._id, self._now, interrupt)

@@ -112,6 +112,17 @@ class FakeRoom:
             return full[:frames]
 
 
+def _join_clock(clock: Clock, device: object, join: bool) -> None:
+    """Register an open device with a shared lockstep clock (other clocks need nothing)."""
+    registered = getattr(device, "_clock_registered", False)
+    if join and not registered and hasattr(clock, "register"):
+        clock.register()
+        device._clock_registered = True  # type: ignore[attr-defined]
+    elif not join and registered:
+        clock.unregister()  # type: ignore[attr-defined]
+        device._clock_registered = False  # type: ignore[attr-defined]
+
+
 class _Plug:
     """Whether a fake device is plugged in; flipped by tests (any thread)."""
 
@@ -148,6 +159,7 @@ class FakeCapture(AudioCapture):
 
     def open(self) -> AudioFormat:
         self._backend.capture_plug.check()
+        _join_clock(self._clock, self, True)
         self._t0 = self._clock.monotonic()
         self._periods = 0
         self._opened = True
@@ -168,6 +180,7 @@ class FakeCapture(AudioCapture):
 
     def close(self) -> None:
         self._opened = False
+        _join_clock(self._clock, self, False)
 
 
 class FakePlayback(AudioPlayback):
@@ -191,6 +204,7 @@ class FakePlayback(AudioPlayback):
 
     def open(self) -> AudioFormat:
         self._backend.playback_plug.check()
+        _join_clock(self._clock, self, True)
         self._t0 = self._clock.monotonic()
         self._written = 0
         self._queued.clear()
@@ -239,6 +253,7 @@ class FakePlayback(AudioPlayback):
         if self._opened:
             self._queued.clear()
         self._opened = False
+        _join_clock(self._clock, self, False)
 
 
 class FakeAudioBackend(AudioBackend):

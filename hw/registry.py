@@ -9,6 +9,7 @@ import importlib
 from typing import Any
 
 from hw.audio import AudioBackend
+from hw.controls import Controls
 from hw.errors import UnknownBackend
 
 AUDIO_BACKENDS: dict[str, str] = {
@@ -31,3 +32,18 @@ def audio_backend(name: str, **options: Any) -> AudioBackend:
     cls = _load(AUDIO_BACKENDS, "audio", name)
     backend: AudioBackend = cls(**options)
     return backend
+
+
+CONTROL_BACKENDS: dict[str, str] = {
+    "gpiozero": "hw.gpio:GpioControls",          # real pins (lgpio on a Pi, or GPIOZERO_PIN_FACTORY)
+    "mock": "hw.gpio:MockGpioControls",          # the same code on a private gpiozero MockFactory
+    "keyboard": "hw.keyboard:KeyboardControls",  # terminal keys, LEDs drawn as a status line
+    "none": "hw.controls:NoControls",            # headless: no buttons, LEDs only recorded
+}
+
+
+def controls_backend(name: str, **options: Any) -> Controls:
+    """Create the buttons-and-LEDs backend registered as `name` with backend-specific options."""
+    cls = _load(CONTROL_BACKENDS, "controls", name)
+    controls: Controls = cls(**options)
+    return controls

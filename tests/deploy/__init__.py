@@ -1,0 +1,1 @@
+"""Tests of the deployment files: systemd units, installer, hardware profiles, sd_notify."""

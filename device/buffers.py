@@ -12,10 +12,15 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class UplinkChunk:
-    """20 ms of processed mic audio at the session rate, stamped when its last frame was read."""
+    """20 ms of processed mic audio at the session rate, stamped when its last frame was read.
+
+    A chunk with `commit=True` (and no audio) is the push-to-talk commit: it travels through the
+    same queue so that it can never overtake audio captured before it.
+    """
 
     pcm: bytes
     captured_at: float
+    commit: bool = False
 
 
 class UplinkQueue:
@@ -31,7 +36,9 @@ class UplinkQueue:
     def put(self, chunk: UplinkChunk) -> None:
         with self._cond:
             if len(self._chunks) >= self._max:
-                old = self._chunks.popleft()
+                index = next((i for i, c in enumerate(self._chunks) if not c.commit), 0)
+                old = self._chunks[index]
+                del self._chunks[index]  # the oldest audio; a commit is never dropped
                 self.dropped_chunks += 1
                 self.dropped_bytes += len(old.pcm)
             self._chunks.append(chunk)

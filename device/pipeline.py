@@ -316,10 +316,13 @@ class AudioPipeline:
     def alive(self) -> bool:
         return self.capture.alive and self.playback.alive
 
-    def set_mic_gate(self, open_: bool) -> None:
+    def set_mic_gate(self, open_: bool, discard_queued: bool = True) -> None:
+        """Open or close the mic gate. On close, `discard_queued` also drops what is queued and
+        not yet sent (mute: a privacy promise); a push-to-talk release keeps it, since it was
+        spoken while the button was held and its commit follows it through the same queue."""
         self.mic_gate = open_
-        if not open_:
-            self.uplink.clear()  # privacy: audio captured before the gate closed stays here
+        if not open_ and discard_queued:
+            self.uplink.clear()
 
     def set_session_rate(self, rate: int) -> None:
         """Called on the connection thread as `session.created` arrives, before any new audio."""

@@ -19,7 +19,7 @@ from device.control import ControlServer
 from device.dsp import make_capture_dsp
 from device.earcons import earcon_pcm
 from device.events import (
-    Action, Connect, Disconnect, Event, FlushPlayback, LedState, MachineConfig,
+    Action, CallState, Connect, Disconnect, Event, FlushPlayback, LedState, MachineConfig,
     MachineState, PersistMute, PlayEarcon, SendCommit, SessionStarted, SetDownlinkGate, SetMicGate,
     ShowLeds, Shutdown, StopService, Reload,
 )
@@ -206,18 +206,22 @@ class ApplianceService:
     def _apply(self, new_state: MachineState, actions: tuple[Action, ...]) -> None:
         old = self.state
         self.state = new_state
-        if (old.call, old.muted, old.agent_speaking) != (new_state.call, new_state.muted, new_state.agent_speaking):
-            log.info("state %s%s%s", new_state.call.value, " muted" if new_state.muted else "",
-                     " agent-speaking" if new_state.agent_speaking else "")
+        if (old.call, old.muted, old.agent_speaking, old.talking) != \
+                (new_state.call, new_state.muted, new_state.agent_speaking, new_state.talking):
+            log.info("state %s%s%s%s", new_state.call.value, " muted" if new_state.muted else "",
+                     " agent-speaking" if new_state.agent_speaking else "", " talking" if new_state.talking else "")
             self.post_observer("state", {"call": new_state.call.value, "muted": new_state.muted,
-                                         "agent_speaking": new_state.agent_speaking})
+                                         "agent_speaking": new_state.agent_speaking,
+                                         "talking": new_state.talking})
         for action in actions:
             self._do(action)
         self._publish_status()
 
     def _do(self, action: Action) -> None:
         if isinstance(action, SetMicGate):
-            self.pipeline.set_mic_gate(action.open)
+            # Discard unsent audio when the gate closes for privacy or the call ends; keep it
+            # when a push-to-talk turn ends (its commit is queued right behind it).
+            self.pipeline.set_mic_gate(action.open, discard_queued=self.state.muted or self.state.call != CallState.IN_CALL)
         elif isinstance(action, Connect):
             self.session.connect()
         elif isinstance(action, Disconnect):

@@ -28,7 +28,7 @@ from typing import Any, Final
 import websocket
 
 from device.backoff import Backoff
-from device.buffers import LatencyWindow, UplinkQueue
+from device.buffers import LatencyWindow, UplinkChunk, UplinkQueue
 from device.events import (
     AgentInterrupted, AgentStartedTalking, AgentStoppedTalking, AuthRejected, ConnectionLost, Event,
     SessionConnecting, SessionEnded, SessionStarted,
@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 AUTH_CLOSE_CODES: Final = frozenset({4401, 4403})
 RECEIVE_TICK: Final = 0.1      # seconds between checks of stop/close/keepalive while receiving
 CLOSE_WAIT: Final = 1.0        # seconds to wait for session.closed after session.close
+COMMIT_TEXT: Final = encode(InputAudioCommit())
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ class SessionCounters:
     auth_rejections: int = 0
     server_errors: int = 0
     discarded_audio_bytes: int = 0  # agent audio discarded while the downlink gate was closed
+    commits: int = 0
 
 
 class _Outcome:
@@ -179,9 +181,9 @@ class SessionClient:
             self._send_text(ws, encode(SessionClose()))
 
     def send_commit(self) -> None:
-        ws = self._ws
-        if ws is not None and self._live.is_set():
-            self._send_text(ws, encode(InputAudioCommit()))
+        """Queue `input_audio_buffer.commit` behind the audio already queued (push-to-talk)."""
+        if self._live.is_set():
+            self.uplink.put(UplinkChunk(b"", self.clock.monotonic(), commit=True))
 
     def send_text(self, text: str) -> None:
         ws = self._ws
@@ -425,6 +427,10 @@ class UplinkSender(OwnedThread):
             ws = c._ws
             if ws is None or not c._live.is_set():
                 continue  # the session ended between get() and now: the chunk is stale
+            if chunk.commit:
+                if c._send_text(ws, COMMIT_TEXT):
+                    c.counters.commits += 1
+                continue
             if c._send_text(ws, encode_audio(chunk.pcm)):
                 c.counters.chunks_sent += 1
                 c.counters.bytes_up += len(chunk.pcm)

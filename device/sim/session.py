@@ -196,7 +196,7 @@ class SimSession:
         if isinstance(message, InputAudioAppend):
             await self._on_audio(message.audio)
         elif isinstance(message, InputAudioCommit):
-            self._event("commit")
+            self._event("commit", audio_bytes=self._rec.audio_bytes_received)
             seconds = self._vad.flush()
             await self._start_turn("commit", f"(heard {seconds:.1f} s of speech)", seconds)
         elif isinstance(message, InputTextSend):

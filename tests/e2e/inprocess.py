@@ -1,0 +1,64 @@
+"""The service in this process (its main loop on a thread), for tests that hold hardware fakes:
+gpiozero's MockFactory pins and the fake audio pair live here, so a test can press a pin and read
+an LED while the real service runs. Waits are on the observer's Condition, always bounded."""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+from device.service import ApplianceService
+from device.settings import load_settings
+from hw.controls import Controls
+from hw.fake_audio import FakeAudioBackend
+from tests.e2e.harness import TEST_KEY
+
+
+class InProcessService:
+    """Runs `ApplianceService.run()` on a thread; `state` is the last published state."""
+
+    def __init__(self, tmp: Path, url: str, controls: Controls, backend: FakeAudioBackend,
+                 **overrides: Any) -> None:
+        overrides.setdefault("state_dir", tmp / "state")
+        settings = load_settings(
+            api_key=TEST_KEY, agent_id="sim-agent", url=url, audio_backend="fake", gpio_backend="mock",
+            control_socket=tmp / "control.sock", earcons=False, backoff_initial=0.2, backoff_max=2.0,
+            **overrides)
+        self.controls = controls
+        self.backend = backend
+        self.state: dict[str, Any] = {}
+        self.history: list[dict[str, Any]] = []
+        self._cond = threading.Condition()
+        self.service = ApplianceService(settings, backend=backend, controls=controls,
+                                        observer=self._observe, install_signals=False)
+        self._thread = threading.Thread(target=self.service.run, name="service-main", daemon=True)
+
+    def _observe(self, kind: str, data: dict[str, Any]) -> None:
+        if kind == "state":
+            with self._cond:
+                self.state = data
+                self.history.append(data)
+                self._cond.notify_all()
+
+    def start(self) -> InProcessService:
+        self._thread.start()
+        return self
+
+    def wait_state(self, timeout: float = 10.0, **expected: Any) -> bool:
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: all(self.state.get(k) == v for k, v in expected.items()), timeout)
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+        """Wait for a predicate over service counters; re-checked at each state change or 10 ms."""
+        done = threading.Event()
+        for _ in range(int(timeout * 100)):
+            if predicate():
+                return True
+            done.wait(0.01)
+        return predicate()
+
+    def stop(self) -> None:
+        self.service.request_stop()
+        self._thread.join(10)
+        assert not self._thread.is_alive(), "service did not stop"

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
 
-from device.settings import EXIT_CONFIG, ConfigError, Settings, load_settings
+from device.settings import EXIT_CONFIG, ConfigError, Settings, config_file_warnings, load_settings
 
 
 def _load(args: argparse.Namespace, **overrides: Any) -> Settings:
@@ -24,6 +26,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _load(args, **overrides)
     secret = settings.api_key.get_secret_value() if settings.api_key else ""
     setup_logging(settings.log_level, settings.log_format, secrets=[secret])
+    # The systemd watchdog kills with SIGABRT: let every thread's stack reach the journal.
+    faulthandler.enable()
+    for warning in config_file_warnings(getattr(args, "config", None)):
+        logging.getLogger("device.settings").warning("%s", warning)
     controls = None
     if args.keys:
         from hw.registry import controls_backend

@@ -55,6 +55,7 @@ def _with_reopen(thread: OwnedThread, what: str, on_event: Callable[[Event], Non
     """
     delay = REOPEN_INITIAL
     while not thread.stopping.is_set():
+        thread.beat()  # waiting for a device is not being stuck
         try:
             open_device()
         except DeviceUnavailable as exc:
@@ -114,6 +115,7 @@ class CaptureThread(OwnedThread):
                     if not _with_reopen(self, "capture", p.on_event, self._open):
                         return
                 assert self.device is not None
+                self.beat()
                 try:
                     pcm = self.device.read()
                 except DeviceUnavailable as exc:
@@ -231,6 +233,7 @@ class PlaybackThread(OwnedThread):
                         self._close()
                     if not _with_reopen(self, "playback", p.on_event, self._open):
                         return
+                self.beat()
                 try:
                     if p.flush_requested.is_set():
                         p.flush_requested.clear()
@@ -315,6 +318,10 @@ class AudioPipeline:
     @property
     def alive(self) -> bool:
         return self.capture.alive and self.playback.alive
+
+    def healthy(self, now: float, stale_after: float) -> bool:
+        """Both audio threads alive and making progress (what the systemd watchdog vouches for)."""
+        return self.alive and all(now - t.heartbeat < stale_after for t in (self.capture, self.playback))
 
     def set_mic_gate(self, open_: bool, discard_queued: bool = True) -> None:
         """Open or close the mic gate. On close, `discard_queued` also drops what is queued and

@@ -24,6 +24,7 @@ from device.events import (
     ShowLeds, Shutdown, StopService, Reload,
 )
 from device.persist import PersistentState
+from device.sdnotify import SystemdNotifier
 from device.pipeline import UPLINK_CHUNK_MS, AudioPipeline
 from device.session import SessionClient, SessionConfig
 from device.settings import Settings
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 TICK: Final = 0.25
 MAX_PENDING_EVENTS: Final = 1000
+WATCHDOG_STALE: Final = 5.0  # an audio thread without progress for this long is stuck
 
 
 def build_audio_backend(settings: Settings) -> AudioBackend:
@@ -94,12 +96,19 @@ class ApplianceService:
         clock: Clock | None = None,
         observer: Callable[[str, dict[str, Any]], None] | None = None,
         install_signals: bool = True,
+        notifier: SystemdNotifier | None = None,
+        watchdog_stale: float = WATCHDOG_STALE,
     ) -> None:
         settings.require_agent()
         self.settings = settings
         self.clock = clock or RealClock()
         self.observer = observer
         self.install_signals = install_signals
+        self.notifier = notifier or SystemdNotifier()
+        self.watchdog_interval = self.notifier.watchdog_interval()
+        self.watchdog_stale = watchdog_stale
+        self._next_watchdog = 0.0
+        self.watchdog_withheld = 0
         self.config = MachineConfig(mode=settings.call_mode, half_duplex=settings.half_duplex,
                                     earcons=settings.earcons)
         self.persist = PersistentState(settings.state_dir)
@@ -180,6 +189,10 @@ class ApplianceService:
         self.controls.start(self.post)
         transition = state_machine.boot(self.config, self.persist.load_muted())
         self._apply(transition.state, transition.actions)
+        # READY once audio and controls are up, not when the cloud answers: buttons and LEDs
+        # must work with no network.
+        self.notifier.ready()
+        self.notifier.status(self._status_text())
         log.info("ready: %s mode, control socket %s", self.config.mode.value, self.settings.control_socket)
 
     def run(self) -> int:
@@ -210,6 +223,7 @@ class ApplianceService:
                 (new_state.call, new_state.muted, new_state.agent_speaking, new_state.talking):
             log.info("state %s%s%s%s", new_state.call.value, " muted" if new_state.muted else "",
                      " agent-speaking" if new_state.agent_speaking else "", " talking" if new_state.talking else "")
+            self.notifier.status(self._status_text())
             self.post_observer("state", {"call": new_state.call.value, "muted": new_state.muted,
                                          "agent_speaking": new_state.agent_speaking,
                                          "talking": new_state.talking})
@@ -244,8 +258,25 @@ class ApplianceService:
         elif isinstance(action, StopService):
             self._stop.set()
 
+    def _status_text(self) -> str:
+        s = self.state
+        flags = [f for f, on in (("muted", s.muted), ("agent speaking", s.agent_speaking),
+                                 ("talking", s.talking)) if on]
+        faults = [f"{d} lost" for d in sorted(s.hardware_faults)]
+        return ", ".join([s.call.value.replace("_", " "), *flags, *faults])
+
     def _tick(self) -> None:
         now = time.monotonic()
+        if self.watchdog_interval is not None and now >= self._next_watchdog:
+            self._next_watchdog = now + self.watchdog_interval
+            # Vouch for the device only while the audio threads make progress: a stuck capture or
+            # playback thread lets systemd's watchdog fire and restart the service.
+            if self.pipeline.healthy(now, self.watchdog_stale):
+                self.notifier.watchdog()
+            else:
+                self.watchdog_withheld += 1
+                if self.watchdog_withheld == 1:
+                    log.error("an audio thread is stuck or dead; withholding the watchdog ping")
         if self.settings.stats_file is not None and now >= self._next_stats:
             self._next_stats = now + self.settings.stats_interval
             self.write_stats()
@@ -312,6 +343,7 @@ class ApplianceService:
         if getattr(self, "_shut", False):
             return
         self._shut = True
+        self.notifier.stopping()
         if self.session.live:
             self.session.disconnect()
             self.session.wait_closed(1.5)
@@ -333,5 +365,6 @@ class ApplianceService:
         if self.recorder is not None:
             self.recorder.dump()
         self.write_stats()
+        self.notifier.close()
         log.info("stopped")
 

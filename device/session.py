@@ -47,6 +47,9 @@ AUTH_CLOSE_CODES: Final = frozenset({4401, 4403})
 RECEIVE_TICK: Final = 0.1      # seconds between checks of stop/close/keepalive while receiving
 CLOSE_WAIT: Final = 1.0        # seconds to wait for session.closed after session.close
 COMMIT_TEXT: Final = encode(InputAudioCommit())
+# A Pi without an RTC boots with a stale clock, and TLS then finds every certificate "not yet
+# valid": before this moment (2026-01-01 UTC) the clock cannot be right, so wait for time sync.
+MIN_SANE_TIME: Final = 1767225600.0
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,7 @@ class SessionClient:
         clock: Clock | None = None,
         backoff: Backoff | None = None,
         connect_ws: Callable[..., websocket.WebSocket] | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.uplink = uplink
@@ -139,6 +143,8 @@ class SessionClient:
         self.clock = clock or RealClock()
         self.backoff = backoff or Backoff(config.backoff_initial, config.backoff_max)
         self._connect_ws = connect_ws or self._default_connect
+        self.wall_clock = wall_clock
+        self.waiting_for_clock = False
         self.decoder = ServerMessageDecoder(config.max_message_bytes)
         self.counters = SessionCounters()
         self.latency = LatencyWindow()
@@ -255,6 +261,8 @@ class _ConnectionThread(OwnedThread):
                 c._wake.clear()
                 attempt = 0
                 continue
+            if not self._clock_sane():
+                continue
             attempt += 1
             c.counters.connects += 1
             if attempt > 1:
@@ -291,6 +299,21 @@ class _ConnectionThread(OwnedThread):
                     break
             if not c._wanted.is_set() and not self.stopping.is_set():
                 c.on_event(SessionEnded("client_requested"))
+
+    def _clock_sane(self) -> bool:
+        """Wait (up to a second per call) while the wall clock is obviously wrong before TLS."""
+        c = self.c
+        if not c.config.url.startswith("wss://") or c.wall_clock() >= MIN_SANE_TIME:
+            if c.waiting_for_clock:
+                log.info("the system clock is set; connecting")
+                c.waiting_for_clock = False
+            return True
+        if not c.waiting_for_clock:
+            log.warning("the system clock says %s, before any valid certificate; waiting for time "
+                        "sync (no RTC?) before connecting", time.strftime("%Y-%m-%d", time.gmtime(c.wall_clock())))
+            c.waiting_for_clock = True
+        self.stopping.wait(1.0)
+        return False
 
     def _one_connection(self) -> _Outcome:
         c = self.c

@@ -203,17 +203,39 @@ def _describe(error: dict[str, Any]) -> str:
     return f"config error: {where}: {error.get('msg', 'invalid')}{shown}; fix: set a valid value{hint}"
 
 
+def resolve_config_file(config_file: Path | None) -> Path | None:
+    """The TOML file in use: `--config`, else `ATOMS_CONFIG`, else the default if it exists."""
+    if config_file is not None:
+        return config_file
+    env_path = os.environ.get("ATOMS_CONFIG")
+    if env_path:
+        return Path(env_path)
+    return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.exists() else None
+
+
+def config_file_warnings(config_file: Path | None = None) -> list[str]:
+    """Warnings about the config file itself: readable by others (it may hold the key)."""
+    path = resolve_config_file(config_file)
+    if path is None:
+        return []
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return []
+    if mode & 0o004:
+        return [f"{path} is readable by every user (mode {mode & 0o777:o}); fix: chmod 640 {path} "
+                "(and keep the API key in the systemd credential, not in this file)"]
+    return []
+
+
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Load settings from the TOML file (if any), the environment and systemd credentials.
 
     `config_file` None means `/etc/atoms-appliance/config.toml` when it exists (or the path in
     `ATOMS_CONFIG`). Raises ConfigError with one line per bad field.
     """
-    path = config_file
-    if path is None:
-        env_path = os.environ.get("ATOMS_CONFIG")
-        path = Path(env_path) if env_path else (DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.exists() else None)
-    elif not path.exists():
+    path = resolve_config_file(config_file)
+    if config_file is not None and not config_file.exists():
         raise ConfigError(f"config error: config file {path} does not exist; fix: create it or pass another --config")
     if path is not None:
         try:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from abc import ABC, abstractmethod
 from typing import Final
 
@@ -23,7 +24,12 @@ class OwnedThread(ABC):
         self.name = name
         self.stopping = threading.Event()
         self.crashed: BaseException | None = None
+        self.heartbeat = time.monotonic()  # last sign of progress (the watchdog reads it)
         self._thread: threading.Thread | None = None
+
+    def beat(self) -> None:
+        """Record progress; loops call this once per iteration (and while waiting to retry)."""
+        self.heartbeat = time.monotonic()
 
     @abstractmethod
     def run(self) -> None: ...
@@ -39,6 +45,7 @@ class OwnedThread(ABC):
         if self._thread is not None:
             raise RuntimeError(f"thread {self.name} already started")
         self.stopping.clear()
+        self.heartbeat = time.monotonic()
         self._thread = threading.Thread(target=self._main, name=self.name, daemon=True)
         self._thread.start()
 

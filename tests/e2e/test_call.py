@@ -5,6 +5,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -51,9 +52,12 @@ def test_always_mode_question_answer_and_sigterm_closes_the_session(start_sim, s
     assert service.wait_for_log(r"transcript user: \(heard", 10)
     assert service.wait_for_log(r"transcript agent: Hello, this is the Atoms simulator", 20)
     assert sim.audio_bytes_received > 16000 * 2 * 2  # at least the 2 s question went up
+    sigterm_at = time.monotonic()
     service.signal(signal.SIGTERM)
     assert sim.wait_for(lambda: sim.session_closes == 1, 5), "no session.close on SIGTERM"
     assert service.stop(timeout=3) == 0
+    assert time.monotonic() - sigterm_at < 2.0  # systemd's stop: session closed, devices closed, exit 0
+    assert service.wait_for_log(r"STOPPING|stopped", 1)
     stats = json.loads(service.stats_file.read_text())
     assert stats["capture_to_send_ms"]["p50"] is not None and stats["frames_sent"] > 100
     assert stats["frames_dropped"] == 0

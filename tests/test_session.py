@@ -1,0 +1,90 @@
+"""The session client on its own, against the local simulator: clock gate, hang-up, commits."""
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from device.buffers import UplinkChunk, UplinkQueue
+from device.events import Event, SessionConnecting, SessionEnded, SessionStarted
+from device.session import MIN_SANE_TIME, SessionClient, SessionConfig
+from device.sim.server import SimOptions, Simulator
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    s = Simulator(SimOptions(port=0))
+    s.start()
+    yield s
+    s.stop()
+    s.join(5)
+
+
+def client_for(sim: Simulator, events: queue.SimpleQueue[Event], **kw: object) -> SessionClient:
+    config = SessionConfig(url=sim.url, api_key="sim-key", agent_id="sim-agent", backoff_initial=0.1,
+                           backoff_max=0.5)
+    return SessionClient(config, UplinkQueue(100), events.put, lambda pcm: None, **kw)  # type: ignore[arg-type]
+
+
+def next_of(events: queue.SimpleQueue[Event], kind: type, timeout: float = 5.0) -> Event:
+    while True:
+        event = events.get(timeout=timeout)
+        if isinstance(event, kind):
+            return event
+
+
+def test_waits_for_a_sane_clock_before_tls(sim: Simulator) -> None:
+    events: queue.SimpleQueue[Event] = queue.SimpleQueue()
+    now = [MIN_SANE_TIME - 86400 * 365]  # a Pi without an RTC, booted in the past
+    config = SessionConfig(url="wss://127.0.0.1:1/atoms/v1/agent/connect", api_key="k", agent_id="a")
+    client = SessionClient(config, UplinkQueue(10), events.put, lambda pcm: None, wall_clock=lambda: now[0])
+    client.start()
+    try:
+        client.connect()
+        with pytest.raises(queue.Empty):
+            events.get(timeout=1.5)  # no attempt while the clock is wrong
+        assert client.waiting_for_clock and client.counters.connects == 0
+        now[0] = MIN_SANE_TIME + 1  # time sync arrived
+        assert isinstance(events.get(timeout=5), SessionConnecting)
+    finally:
+        client.stop()
+        assert client.join(5)
+
+
+def test_hangup_sends_session_close_and_ends(sim: Simulator) -> None:
+    events: queue.SimpleQueue[Event] = queue.SimpleQueue()
+    client = client_for(sim, events)
+    client.start()
+    try:
+        client.connect()
+        started = next_of(events, SessionStarted)
+        assert isinstance(started, SessionStarted) and started.sample_rate == 16000
+        client.disconnect()
+        assert sim.wait_for(lambda: sim.session_closes == 1, 5)
+        ended = next_of(events, SessionEnded)
+        assert isinstance(ended, SessionEnded) and ended.reason == "client_requested"
+        assert client.wait_closed(3)
+        assert not sim.wait_for(lambda: len(sim.connections) > 1, 1.0)  # no reconnect after hang-up
+    finally:
+        client.stop()
+        assert client.join(5)
+
+
+def test_commit_follows_the_audio_queued_before_it(sim: Simulator) -> None:
+    events: queue.SimpleQueue[Event] = queue.SimpleQueue()
+    client = client_for(sim, events)
+    client.start()
+    try:
+        client.connect()
+        next_of(events, SessionStarted)
+        for _ in range(10):
+            client.uplink.put(UplinkChunk(bytes(640), 0.0))
+        client.send_commit()
+        commit = sim.wait_for_event("commit", 5)
+        assert commit is not None and commit["audio_bytes"] == 6400
+        assert client.counters.commits == 1
+    finally:
+        client.stop()
+        assert client.join(5)

@@ -202,3 +202,19 @@ def test_capture_periods_that_are_not_whole_10ms_frames(events, running) -> None
     assert wait_until(lambda: len(p.uplink) >= 100)
     got = b"".join(c.pcm for c in (p.uplink.get(0) for _ in range(100)) if c is not None)
     assert np.array_equal(np.frombuffer(got, "<i2"), ramp[: len(got) // 2])
+
+
+def test_earcons_play_through_the_speaker_and_reach_the_echo_canceller(events, running) -> None:
+    from device.earcons import earcon_pcm
+
+    backend = FakeAudioBackend(clock_factory=UnpacedClock)
+    p = make_pipeline(backend, events)
+    referenced = bytearray()
+    real_reference = p.dsp.reference
+    p.dsp.reference = lambda pcm, rate: (referenced.extend(pcm), real_reference(pcm, rate))  # type: ignore[method-assign]
+    running.append(p)
+    p.start()
+    chime = earcon_pcm("connected", 16000)
+    p.play_local(chime)
+    assert wait_until(lambda: chime in bytes(referenced))  # the canceller saw exactly the chime
+    assert wait_until(lambda: chime in bytes(backend.played))  # and the speaker played it

@@ -94,8 +94,7 @@ class JitterBuffer:
                     self._buf += pcm[:room]
                 return False
             self._buf += pcm
-            if len(self._buf) > self.high_water:
-                self.high_water = len(self._buf)
+            self.high_water = max(self.high_water, len(self._buf))
             return True
 
     def pop(self, nbytes: int) -> bytes | None:

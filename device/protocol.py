@@ -97,10 +97,7 @@ class ServerError(_Message):
 
 
 ServerMessage = Annotated[
-    Union[
-        SessionCreated, SessionClosed, OutputAudioDelta, Transcript,
-        AgentStartTalking, AgentStopTalking, Interruption, ServerError,
-    ],
+    SessionCreated | SessionClosed | OutputAudioDelta | Transcript | AgentStartTalking | AgentStopTalking | Interruption | ServerError,
     Field(discriminator="type"),
 ]
 SERVER_TYPES: Final = frozenset({

@@ -19,13 +19,29 @@ from device.control import ControlServer
 from device.dsp import make_capture_dsp
 from device.earcons import earcon_pcm
 from device.events import (
-    Action, CallState, Connect, Disconnect, Event, FlushPlayback, LedState, MachineConfig,
-    MachineState, PersistMute, PlayEarcon, SendCommit, SessionStarted, SetDownlinkGate, SetMicGate,
-    ShowLeds, Shutdown, StopService, Reload,
+    Action,
+    CallState,
+    Connect,
+    Disconnect,
+    Event,
+    FlushPlayback,
+    LedState,
+    MachineConfig,
+    MachineState,
+    PersistMute,
+    PlayEarcon,
+    Reload,
+    SendCommit,
+    SessionStarted,
+    SetDownlinkGate,
+    SetMicGate,
+    ShowLeds,
+    Shutdown,
+    StopService,
 )
 from device.persist import PersistentState
-from device.sdnotify import SystemdNotifier
 from device.pipeline import UPLINK_CHUNK_MS, AudioPipeline
+from device.sdnotify import SystemdNotifier
 from device.session import SessionClient, SessionConfig
 from device.settings import Settings
 from device.stats import rss_mb, write_json_atomic
@@ -162,7 +178,7 @@ class ApplianceService:
         if self.observer is not None:
             try:
                 self.observer(kind, data)
-            except Exception:  # noqa: BLE001 - an observer bug must not stop the device
+            except Exception:
                 log.exception("observer failed")
 
     def status(self) -> dict[str, Any]:
@@ -356,7 +372,7 @@ class ApplianceService:
         try:
             self.controls.show(LedState())
             self.controls.close()
-        except Exception:  # noqa: BLE001 - LEDs must not block the exit
+        except Exception:
             log.exception("closing the controls failed")
         self.dsp.close()
         close = getattr(self.backend, "close", None)

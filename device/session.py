@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import ssl
 import threading
 import time
@@ -30,13 +29,31 @@ import websocket
 from device.backoff import Backoff
 from device.buffers import LatencyWindow, UplinkChunk, UplinkQueue
 from device.events import (
-    AgentInterrupted, AgentStartedTalking, AgentStoppedTalking, AuthRejected, ConnectionLost, Event,
-    SessionConnecting, SessionEnded, SessionStarted,
+    AgentInterrupted,
+    AgentStartedTalking,
+    AgentStoppedTalking,
+    AuthRejected,
+    ConnectionLost,
+    Event,
+    SessionConnecting,
+    SessionEnded,
+    SessionStarted,
 )
 from device.protocol import (
-    AgentStartTalking, AgentStopTalking, AudioDelta, InputAudioCommit, InputTextSend, Interruption,
-    ServerError, ServerMessageDecoder, SessionClose, SessionClosed, SessionCreated, Transcript,
-    encode, encode_audio,
+    AgentStartTalking,
+    AgentStopTalking,
+    AudioDelta,
+    InputAudioCommit,
+    InputTextSend,
+    Interruption,
+    ServerError,
+    ServerMessageDecoder,
+    SessionClose,
+    SessionClosed,
+    SessionCreated,
+    Transcript,
+    encode,
+    encode_audio,
 )
 from device.threads import OwnedThread
 from hw.clock import Clock, RealClock
@@ -128,7 +145,7 @@ class SessionClient:
         config: SessionConfig,
         uplink: UplinkQueue,
         on_event: Callable[[Event], None],
-        on_audio: Callable[[bytes], None],
+        on_audio: Callable[[bytes], object],
         on_transcript: Callable[[str, str], None] = lambda role, text: None,
         clock: Clock | None = None,
         backoff: Backoff | None = None,
@@ -373,7 +390,7 @@ class _ConnectionThread(OwnedThread):
                 continue
             except websocket.WebSocketConnectionClosedException as exc:
                 return _Outcome("retry", _describe_error(exc))
-            except (websocket.WebSocketException, OSError, ssl.SSLError, socket.timeout) as exc:
+            except (TimeoutError, websocket.WebSocketException, OSError, ssl.SSLError) as exc:
                 return _Outcome("retry", _describe_error(exc))
             last_rx = time.monotonic()
             if opcode == websocket.ABNF.OPCODE_CLOSE:

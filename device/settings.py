@@ -185,7 +185,7 @@ def env_name(field: str) -> str:
     return ENV_PREFIX + field.upper()
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: Any) -> str:  # a pydantic ErrorDetails
     loc = [str(part) for part in error.get("loc", ())]
     field = loc[0] if loc else ""
     if field in Settings.model_fields:

@@ -37,7 +37,7 @@ class OwnedThread(ABC):
     def _main(self) -> None:
         try:
             self.run()
-        except BaseException as exc:  # noqa: BLE001 - the thread must report, not vanish
+        except BaseException as exc:
             self.crashed = exc
             log.exception("thread %s crashed", self.name)
 

@@ -53,8 +53,7 @@ class UnpacedClock:
 
     def sleep_until(self, deadline: float, interrupt: threading.Event | None = None) -> bool:
         with self._lock:
-            if deadline > self._now:
-                self._now = deadline
+            self._now = max(self._now, deadline)
         return not (interrupt is not None and interrupt.is_set())
 
     def advance(self, seconds: float) -> None:
@@ -122,6 +121,5 @@ class LockstepMember:
         self._group._set(self._id, None)
 
     def sleep_until(self, deadline: float, interrupt: threading.Event | None = None) -> bool:
-        if deadline > self._now:
-            self._now = deadline
+        self._now = max(self._now, deadline)
         return self._group._wait_for_others(self._id, self._now, interrupt)

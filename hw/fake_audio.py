@@ -56,7 +56,7 @@ class FakeRoom:
         self._resampler: soxr.ResampleStream | None = None
         self._speaker_rate: int | None = None
         self.dropped_frames = 0
-        delay_frames = int(round(delay_ms * mic_rate / 1000))
+        delay_frames = round(delay_ms * mic_rate / 1000)
         if delay_frames:
             self._push(np.zeros(delay_frames))
 

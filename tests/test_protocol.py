@@ -10,9 +10,23 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from device.protocol import (
-    CLIENT_TYPES, AgentStartTalking, AgentStopTalking, AudioDelta, InputAudioAppend, InputAudioCommit,
-    InputTextSend, Interruption, ServerError, ServerMessageDecoder, SessionClose, SessionClosed,
-    SessionCreated, SessionUpdate, Transcript, encode, encode_audio,
+    CLIENT_TYPES,
+    AgentStartTalking,
+    AgentStopTalking,
+    AudioDelta,
+    InputAudioAppend,
+    InputAudioCommit,
+    InputTextSend,
+    Interruption,
+    ServerError,
+    ServerMessageDecoder,
+    SessionClose,
+    SessionClosed,
+    SessionCreated,
+    SessionUpdate,
+    Transcript,
+    encode,
+    encode_audio,
 )
 
 # The spec's required fields per client message (atoms-agent-websocket-api.md, components.schemas).

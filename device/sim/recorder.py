@@ -50,7 +50,7 @@ class Recorder:
     def open(self) -> None:
         """Open the events file (truncating it); raises OSError so `Simulator.start` fails early."""
         if self._events_path is not None and self._file is None:
-            self._file = open(self._events_path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+            self._file = open(self._events_path, "w", encoding="utf-8")
 
     def close(self) -> None:
         with self._cond:

@@ -4,8 +4,9 @@ an LED while the real service runs. Waits are on the observer's Condition, alway
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from device.service import ApplianceService
 from device.settings import load_settings

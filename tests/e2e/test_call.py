@@ -1,6 +1,7 @@
 """The real service process against the local agent simulator over loopback."""
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 import subprocess
@@ -97,7 +98,7 @@ def test_503_is_retried_with_backoff_and_retry_after(start_sim, start_service) -
     assert sim.wait_for_event("created", 20), sim.events
     attempts = [e["t"] for e in sim.events if e["kind"] in ("reject", "connect")]
     assert len(attempts) == 4
-    gaps = [b - a for a, b in zip(attempts, attempts[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(attempts)]
     assert all(gap >= 0.95 for gap in gaps), gaps  # Retry-After: 1 is a floor
     assert service.count_log(r"connection lost \(HTTP 503\)") == 3
     assert service.stop() == 0

@@ -1,4 +1,4 @@
-"""`atoms-appliance` (also `python -m device`): run, demo, sim, ctl, config, devices."""
+"""`atoms-appliance` (also `python -m device`): run, demo, sim, ctl, config, devices, doctor."""
 from __future__ import annotations
 
 import argparse
@@ -76,7 +76,20 @@ def format_status(status: dict[str, Any]) -> str:
     rows += [(f"led.{k}", v) for k, v in status.get("leds", {}).items()]
     rows += [(f"counter.{k}", v) for k, v in status.get("counters", {}).items()]
     width = max(len(k) for k, _ in rows) if rows else 0
-    return "\n".join(f"{k.ljust(width)}  {json.dumps(v) if isinstance(v, (dict, list)) else v}" for k, v in rows)
+    return "\n".join(f"{k.ljust(width)}  {_human(v)}" for k, v in rows)
+
+
+def _human(value: Any) -> str:
+    """A status value for people: yes/no, '-' for nothing, lists and dicts on one line."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value is None or value == [] or value == {}:
+        return "-"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    return str(value)
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -86,10 +99,22 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
-    from hw.alsa import format_device_listing, list_devices
+    from device.doctor_devices import format_devices
+    from hw.alsa import list_devices
 
-    print(format_device_listing(list_devices()))
+    try:  # mark the configured PCMs; the listing is still useful with broken settings
+        settings: Settings | None = _load(args)
+    except ConfigError:
+        settings = None
+    print(format_devices(list_devices(), settings.capture_device if settings else None,
+                         settings.playback_device if settings else None), end="")
     return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from device.doctor import main as doctor_main
+
+    return doctor_main(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,7 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
     ctl.add_argument("--config", type=Path)
     cfg = sub.add_parser("config", help="print the effective settings (secrets redacted)")
     cfg.add_argument("--config", type=Path)
-    sub.add_parser("devices", help="list ALSA cards and PCMs")
+    sub.add_parser("devices", help="list ALSA cards and PCMs, marking which suit the mic and the speaker")
+    doctor = sub.add_parser("doctor", help="check settings, clock, network, agent, audio and GPIO; --audio "
+                            "also meters the mic and measures the echo")
+    doctor.add_argument("--config", type=Path, help="config.toml (default /etc/atoms-appliance/config.toml)")
+    doctor.add_argument("--json", action="store_true", help="one JSON document on stdout, for scripts")
+    doctor.add_argument("--audio", action="store_true",
+                        help="also meter the mic and run the echo test (plays chirps through the speaker)")
+    doctor.add_argument("--seconds", type=float, default=3.0, help="how long the mic meter runs (default 3)")
     return parser
 
 
@@ -119,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_sim(argparse.Namespace(), argv[1:])
     args = build_parser().parse_args(argv)
     handlers = {"run": cmd_run, "demo": cmd_demo, "ctl": cmd_ctl, "config": cmd_config,
-                "devices": cmd_devices}
+                "devices": cmd_devices, "doctor": cmd_doctor}
     try:
         return handlers[args.command_name](args)
     except ConfigError as exc:

@@ -1,0 +1,226 @@
+"""`atoms-appliance doctor`: a checklist a person can act on, and `--json` for machines.
+
+Each line is PASS, WARN, FAIL (or skip) with what was found and, when something is wrong, the fix in
+one sentence. The exit status is 1 when any line FAILs, else 0. The checks, in order:
+
+    settings, clock, dns, tls (tcp for ws://), agent, microphone, speaker, gpio, dsp
+    and with --audio: mic level (a live meter), echo, clock drift, echo reduction
+
+Checks live in `doctor_checks` (no sound card), `doctor_devices` (sound devices) and
+`doctor_audio`/`doctor_echo` (measurements); `DoctorEnv` holds every dependency they take, so
+tests swap the clock, the resolver, the /proc tree or the audio backend. Everything runs on the
+calling (main) thread; the key is removed from every line and from the JSON by a `Redactor`.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import ssl
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from device import doctor_checks as checks
+from device import doctor_network as network
+from device.doctor_audio import AudioOptions, run_audio
+from device.doctor_core import (
+    CheckResult,
+    Redactor,
+    Status,
+    describe_exception,
+    failed,
+    format_result,
+    run_check,
+    summary,
+    to_json,
+)
+from device.doctor_devices import Direction, check_audio_device
+from device.dsp import DSP_RATE
+from device.meter import LiveLine
+from device.session import SessionConfig
+from device.settings import ConfigError, Settings, config_file_warnings, load_settings
+from hw.audio import AudioBackend
+from hw.controls import Controls
+
+log = logging.getLogger(__name__)
+
+
+def _audio_backend(settings: Settings) -> AudioBackend:
+    from device.service import build_audio_backend
+
+    return build_audio_backend(settings)
+
+
+def _controls(settings: Settings) -> Controls:
+    from device.service import build_controls
+
+    return build_controls(settings)
+
+
+def _session_config(settings: Settings) -> SessionConfig:
+    from device.service import session_config
+
+    return session_config(settings)
+
+
+@dataclass
+class DoctorEnv:
+    """Every dependency of the checklist, real by default (built and used on the main thread)."""
+
+    load_settings: Callable[[], Settings] = load_settings
+    config_warnings: Callable[[], list[str]] = config_file_warnings
+    now: Callable[[], float] = time.time
+    build_time: Callable[[], float] = checks.package_build_time
+    synchronized: Callable[[], bool | None] = checks.time_synchronized
+    resolve: Callable[..., list[Any]] = socket.getaddrinfo
+    connect: Callable[..., socket.socket] = socket.create_connection
+    tls_context: Callable[[], ssl.SSLContext] = ssl.create_default_context
+    open_ws: Callable[[SessionConfig], Any] = network.open_websocket
+    audio_backend: Callable[[Settings], AudioBackend] = _audio_backend
+    controls: Callable[[Settings], Controls] = _controls
+    probe: checks.ProbeRunner = checks.run_probe
+    proc_root: Path = Path("/proc")
+    extra_secrets: list[str] = field(default_factory=list)
+
+
+class Checklist:
+    """Runs checks one by one on the main thread, showing each as it runs (on a terminal) and its
+    line when it ends (always); collects the results."""
+
+    def __init__(self, live: LiveLine, redactor: Redactor) -> None:
+        self.live = live
+        self.redactor = redactor
+        self.results: list[CheckResult] = []
+
+    def run(self, name: str, what: str, check: Callable[[], CheckResult]) -> CheckResult:
+        self.live.update(f"....  {name:<14}  {what}...")
+        return self.add(run_check(name, check, self.redactor))
+
+    def add(self, result: CheckResult) -> CheckResult:
+        result = self.redactor.result(result)
+        self.results.append(result)
+        self.live.note(format_result(result))
+        return result
+
+    def skip(self, name: str, why: str) -> None:
+        self.add(CheckResult.skip(name, f"not tried: {why}"))
+
+
+def run_doctor(env: DoctorEnv, live: LiveLine, audio: bool = False,
+               seconds: float = 3.0) -> tuple[list[CheckResult], dict[str, Any]]:
+    """The whole checklist (and the audio tests with `audio`); returns the lines and extra data."""
+    secrets = [os.environ.get("ATOMS_API_KEY", ""), *env.extra_secrets]
+    redactor = Redactor(secrets)
+    out = Checklist(live, redactor)
+    settings_box: list[Settings | None] = [None]
+
+    def settings_check() -> CheckResult:
+        result, settings_box[0] = checks.check_settings(env.load_settings, env.config_warnings)
+        return result
+
+    result = out.run("settings", "loading the settings", settings_check)
+    settings = settings_box[0]
+    if settings is not None and settings.api_key is not None:
+        # From here on the key itself is known: scrub it (and its URL forms) from every line.
+        out.redactor = Redactor([*secrets, settings.api_key.get_secret_value()])
+    out.run("clock", "reading the clock", lambda: checks.check_clock(env.now, env.build_time, env.synchronized))
+    extra: dict[str, Any] = {}
+    if settings is None:
+        for name in ("dns", "tls", "agent", "microphone", "speaker", "gpio"):
+            out.skip(name, "the settings are invalid")
+    else:
+        _network(out, env, settings, key_ok=result.status is not Status.FAIL)
+        _hardware(out, env, settings)
+    aec, noise = (settings.aec, bool(settings.noise_suppression or settings.auto_gain_dbfs)) if settings \
+        else ("webrtc", True)
+    out.run("dsp", "loading the echo canceller and noise suppressor",
+            lambda: checks.check_dsp(aec, noise, env.probe))
+    if audio and settings is not None:
+        options = AudioOptions(settings.audio_backend, settings.sample_rate, settings.period_ms,
+                               settings.playback_buffer_periods, settings.aec, settings.half_duplex, seconds)
+        try:
+            results, extra["audio"] = run_audio(options, lambda: env.audio_backend(settings), live)
+        except Exception as exc:
+            log.debug("audio tests raised", exc_info=True)
+            results = [CheckResult.fail("audio", f"the audio test failed: {describe_exception(exc)}",
+                                        "report this with the output of `atoms-appliance doctor --audio --json`")]
+        for item in results:
+            out.add(item)
+    return out.results, out.redactor.data(extra)
+
+
+def _network(out: Checklist, env: DoctorEnv, settings: Settings, key_ok: bool) -> None:
+    host, _port, tls = network.endpoint(settings.url)
+    addresses: list[network.Address] = []
+
+    def dns() -> CheckResult:
+        result, found = network.check_dns(settings.url, env.resolve)
+        addresses.extend(found)
+        return result
+
+    name = "tls" if tls else "tcp"
+    if out.run("dns", f"resolving {host}", dns).status is Status.FAIL:
+        out.skip(name, "the host does not resolve")
+        out.skip("agent", "the host does not resolve")
+        return
+    timeout = min(settings.connect_timeout, 10.0)
+    reached = out.run(name, f"connecting to {host}", lambda: network.check_endpoint(
+        settings.url, addresses, timeout, env.connect, env.tls_context))
+    if reached.status is Status.FAIL:
+        out.skip("agent", "the endpoint is unreachable")
+    elif not key_ok:
+        out.skip("agent", "the key or agent id is not set")
+    else:
+        out.run("agent", "opening a session", lambda: network.check_agent(_session_config(settings), env.open_ws))
+
+
+def _hardware(out: Checklist, env: DoctorEnv, settings: Settings) -> None:
+    backend: list[AudioBackend] = []
+
+    def device(direction: Direction, rate: int) -> CheckResult:
+        if not backend:
+            backend.append(env.audio_backend(settings))
+        return check_audio_device(direction, backend[0], rate, settings.period_ms,
+                                  settings.playback_buffer_periods, env.proc_root)
+
+    out.run("microphone", f"opening {settings.capture_device!r}", lambda: device("capture", DSP_RATE))
+    out.run("speaker", f"opening {settings.playback_device!r}", lambda: device("playback", settings.sample_rate))
+    out.run("gpio", "claiming the pins",
+            lambda: checks.check_gpio(settings.gpio_backend, lambda: env.controls(settings)))
+
+
+def main(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
+    """`atoms-appliance doctor [--config FILE] [--json] [--audio] [--seconds S]`."""
+    stream = stdout if stdout is not None else sys.stdout
+    config: Path | None = getattr(args, "config", None)
+    if not logging.getLogger().handlers:
+        # Library warnings go to stderr, never the key: the same redacting handler as the service,
+        # told the key from wherever it comes (a credential file too), when the settings load.
+        from device.logs import setup_logging
+
+        try:
+            key = load_settings(config).api_key
+        except ConfigError:
+            key = None
+        setup_logging("WARNING", secrets=[os.environ.get("ATOMS_API_KEY", ""),
+                                          key.get_secret_value() if key is not None else ""])
+    env = DoctorEnv(load_settings=lambda: load_settings(config),
+                    config_warnings=lambda: config_file_warnings(config))
+    # With --json, stdout carries only the JSON document; a terminal on stderr still sees progress.
+    live = LiveLine(sys.stderr, enabled=sys.stderr.isatty()) if args.json else LiveLine(stream)
+    started = time.monotonic()
+    results, extra = run_doctor(env, live, audio=args.audio, seconds=args.seconds)
+    elapsed = time.monotonic() - started
+    live.clear()
+    if args.json:
+        stream.write(to_json(results, elapsed, extra) + "\n")
+    else:
+        stream.write(summary(results, elapsed) + "\n")
+    stream.flush()
+    return 1 if failed(results) else 0
+

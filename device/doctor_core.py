@@ -1,0 +1,150 @@
+"""The pieces every `doctor` check shares: the result type, crash-proof running, key redaction, output.
+
+A check is a small function returning a `CheckResult`; `run_check` turns any exception it raises
+into a FAIL line carrying the exception text, so one broken check never hides the others. Every
+text that leaves the doctor goes through `Redactor` first: the API key never reaches the screen,
+the JSON or a bug report, whatever an exception or a server put in a message.
+"""
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import time
+import urllib.parse
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any, Final
+
+log = logging.getLogger(__name__)
+
+REDACTED: Final = "***"
+
+
+class Status(enum.StrEnum):
+    """How a check went (a value). Only FAIL makes `doctor` exit non-zero."""
+
+    PASS = "pass"
+    WARN = "warn"
+    FAIL = "fail"
+    SKIP = "skip"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One line of the checklist (an immutable value; built on the thread that ran the check).
+
+    `detail` says what was found, `fix` (one sentence, empty on PASS) what to do about it, `data`
+    holds numbers for `--json` (delays, levels, versions).
+    """
+
+    name: str
+    status: Status
+    detail: str
+    fix: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @classmethod
+    def passed(cls, name: str, detail: str, **data: Any) -> CheckResult:
+        return cls(name, Status.PASS, detail, "", data)
+
+    @classmethod
+    def warn(cls, name: str, detail: str, fix: str, **data: Any) -> CheckResult:
+        return cls(name, Status.WARN, detail, fix, data)
+
+    @classmethod
+    def fail(cls, name: str, detail: str, fix: str, **data: Any) -> CheckResult:
+        return cls(name, Status.FAIL, detail, fix, data)
+
+    @classmethod
+    def skip(cls, name: str, detail: str, **data: Any) -> CheckResult:
+        return cls(name, Status.SKIP, detail, "", data)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "status": self.status.value, "detail": self.detail, "fix": self.fix,
+                "seconds": round(self.seconds, 3), "data": self.data}
+
+
+class Redactor:
+    """Removes secrets (as given, URL-encoded and form-encoded) from text and JSON-like data.
+
+    Immutable after construction; any thread may use it.
+    """
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        found: set[str] = set()
+        for secret in secrets:
+            if secret:
+                found.update({secret, urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret)})
+        self.secrets = sorted(found, key=len, reverse=True)
+
+    def text(self, value: str) -> str:
+        for secret in self.secrets:
+            value = value.replace(secret, REDACTED)
+        return value
+
+    def data(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {self.text(str(k)): self.data(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self.data(v) for v in value]
+        return value
+
+    def result(self, result: CheckResult) -> CheckResult:
+        return replace(result, detail=self.text(result.detail), fix=self.text(result.fix),
+                       data=self.data(result.data))
+
+
+def describe_exception(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:300]
+
+
+def run_check(name: str, check: Callable[[], CheckResult], redactor: Redactor) -> CheckResult:
+    """Run one check; an exception becomes a FAIL line with its text. Always redacted and timed."""
+    started = time.monotonic()
+    try:
+        result = check()
+    except Exception as exc:
+        log.debug("check %s raised", name, exc_info=True)
+        result = CheckResult.fail(name, f"the check itself failed: {describe_exception(exc)}",
+                                  "report this with the output of `atoms-appliance doctor --json`")
+    return replace(redactor.result(result), seconds=time.monotonic() - started)
+
+
+LABELS: Final = {Status.PASS: "PASS", Status.WARN: "WARN", Status.FAIL: "FAIL", Status.SKIP: "skip"}
+
+
+def format_result(result: CheckResult, name_width: int = 14) -> str:
+    """`PASS  dns             resolved ...` and, for WARN and FAIL, an indented `fix:` line."""
+    line = f"{LABELS[result.status]}  {result.name:<{name_width}}  {result.detail}"
+    if result.fix and result.status in (Status.WARN, Status.FAIL):
+        line += f"\n      {'':<{name_width}}  fix: {result.fix}"
+    return line
+
+
+def summary(results: list[CheckResult], seconds: float) -> str:
+    counts = {s: sum(r.status is s for r in results) for s in Status}
+    parts = [f"{counts[Status.PASS]} passed"]
+    if counts[Status.WARN]:
+        parts.append(f"{counts[Status.WARN]} warning{'s' * (counts[Status.WARN] > 1)}")
+    if counts[Status.FAIL]:
+        parts.append(f"{counts[Status.FAIL]} failed")
+    if counts[Status.SKIP]:
+        parts.append(f"{counts[Status.SKIP]} skipped")
+    return f"{', '.join(parts)} in {seconds:.1f} s"
+
+
+def failed(results: Iterable[CheckResult]) -> bool:
+    return any(r.status is Status.FAIL for r in results)
+
+
+def to_json(results: list[CheckResult], seconds: float, extra: dict[str, Any] | None = None) -> str:
+    """The `--json` document: ok, seconds, checks (and `extra`, e.g. the audio measurements)."""
+    doc: dict[str, Any] = {"ok": not failed(results), "seconds": round(seconds, 2),
+                           "checks": [r.to_json() for r in results]}
+    doc.update(extra or {})
+    return json.dumps(doc, indent=2, default=str)

@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 DEB_PACKAGES := python3-venv python3-dev gcc libasound2-dev alsa-utils espeak-ng sox systemd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test bench lint deps venv clean soak
+.PHONY: demo test test-faults bench lint deps venv clean soak
 
 deps: .stamp-deps
 .stamp-deps:
@@ -32,6 +32,15 @@ demo: deps venv
 
 test: deps venv
 	$(BIN)/python -m pytest -q
+
+# The full fault-injection suite (more repetitions, longer faults), then docs/reliability.md.
+test-faults: deps venv
+	ATOMS_FAULTS_FULL=1 $(BIN)/python -m pytest -q tests/faults; status=$$?; \
+	$(BIN)/python -m tests.faults.report; exit $$status
+
+# Not in CI: 30 real minutes by default (SOAK_ARGS=--quick for 2, or --unpaced --audio-hours 2).
+soak: deps venv
+	$(BIN)/python -m tests.soak.run $(SOAK_ARGS)
 
 bench: deps venv
 	$(BIN)/python -m tests.bench.run

@@ -82,6 +82,14 @@ class JitterBuffer:
         self.flushed_bytes = 0
         self.high_water = 0
 
+    @property
+    def max_bytes(self) -> int:
+        return self._max
+
+    def set_limit(self, max_bytes: int) -> None:
+        with self._lock:
+            self._max = max_bytes
+
     def push(self, pcm: bytes) -> bool:
         """Queue agent audio; returns False when some of it did not fit."""
         with self._lock:

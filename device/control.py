@@ -126,7 +126,7 @@ class ControlServer(OwnedThread):
         try:
             request = json.loads(line)
             cmd = request["cmd"] if isinstance(request, dict) else None
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):  # deep nesting: a 2 KB line
             cmd = None
         if cmd == "status":
             return {"ok": True, "status": self.status()}

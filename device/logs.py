@@ -2,7 +2,8 @@
 
 The redaction filter sits on the handler, so it covers our loggers and third-party ones
 (websocket-client, websockets) at every level, including messages formatted from arguments and
-exception tracebacks.
+exception tracebacks; it also sits on the websocket-client and websockets loggers themselves, so
+a handler attached straight to them (`websocket.enableTrace`) gets redacted records too.
 """
 from __future__ import annotations
 
@@ -73,7 +74,8 @@ def setup_logging(level: str = "INFO", fmt: str = "text", secrets: Iterable[str]
                   stream: TextIO | None = None) -> logging.Handler:
     """Configure the root logger once for the process; returns the handler (tests remove it)."""
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.addFilter(RedactingFilter(secrets))
+    redactor = RedactingFilter(secrets)
+    handler.addFilter(redactor)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
@@ -85,5 +87,11 @@ def setup_logging(level: str = "INFO", fmt: str = "text", secrets: Iterable[str]
     root.setLevel(level)
     # Third-party chatter stays at WARNING unless we debug; the filter still guards it.
     for name in ("websocket", "websockets"):
-        logging.getLogger(name).setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
+        # On the logger too: a handler attached straight to it (`websocket.enableTrace` adds one,
+        # and its trace dumps the Authorization header) sees records before our handler does.
+        for old_filter in [f for f in logger.filters if isinstance(f, RedactingFilter)]:
+            logger.removeFilter(old_filter)
+        logger.addFilter(redactor)
     return handler

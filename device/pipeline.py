@@ -42,6 +42,7 @@ class PipelineCounters:
     agent_periods_played: int = 0
     silence_periods: int = 0
     flushes: int = 0
+    reference_errors: int = 0
     capture_reopens: int = 0     # successful opens (the first included)
     playback_reopens: int = 0
 
@@ -197,7 +198,12 @@ class PlaybackThread(OwnedThread):
     def _write(self, pcm: bytes) -> None:
         assert self.device is not None
         self.device.write(pcm)
-        self.p.dsp.reference(pcm, self.rate)
+        try:
+            self.p.dsp.reference(pcm, self.rate)
+        except ValueError as exc:  # a rate the canceller refuses: play on, without echo reference
+            self.p.counters.reference_errors += 1
+            if self.p.counters.reference_errors == 1:
+                log.error("echo reference refused (%s); echo cancellation is degraded", exc)
         self.p.counters.periods_played += 1
         self.p.played_event.set()
 
@@ -277,11 +283,14 @@ class AudioPipeline:
         period_ms: int = 10,
         buffer_periods: int = 4,
         clock: Clock | None = None,
+        jitter_seconds: float | None = None,
     ) -> None:
         self.backend = backend
         self.dsp = dsp
         self.uplink = uplink
         self.jitter = jitter
+        # The jitter bound is set in seconds; in bytes it follows the session rate.
+        self.jitter_seconds = jitter_seconds if jitter_seconds is not None else jitter.max_bytes / (session_rate * 2)
         self.on_event = on_event
         self.session_rate = session_rate
         self.period_ms = period_ms
@@ -336,6 +345,7 @@ class AudioPipeline:
         if rate != self.session_rate:
             log.info("session rate %d Hz (was %d): reconfiguring", rate, self.session_rate)
             self.jitter.clear()  # audio at the old rate
+            self.jitter.set_limit(int(self.jitter_seconds * rate * 2))
             with self._local_lock:
                 self._local.clear()
             self.session_rate = rate

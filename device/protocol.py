@@ -14,7 +14,7 @@ import threading
 from collections import Counter
 from typing import Annotated, Any, Final, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, TypeAdapter, ValidationError, field_validator
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,16 @@ class SessionCreated(_Message):
     type: Literal["session.created"] = "session.created"
     session_id: str
     call_id: str
-    sample_rate: int = Field(gt=0)
+    # Strict: only the spec's rates, never a bool or a string coerced into an int; anything else
+    # is an invalid session.created (counted), and the client retries after its deadline.
+    sample_rate: StrictInt
+
+    @field_validator("sample_rate")
+    @classmethod
+    def _spec_rate(cls, value: int) -> int:
+        if value not in (8000, 16000, 24000, 48000):
+            raise ValueError("not one of the spec's rates 8000, 16000, 24000, 48000")
+        return value
     channels: int = Field(default=1, ge=1)
 
 

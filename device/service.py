@@ -134,7 +134,7 @@ class ApplianceService:
         self.controls = controls or build_controls(settings)
         self.uplink = UplinkQueue(max(1, settings.uplink_queue_ms // UPLINK_CHUNK_MS))
         rate = settings.sample_rate
-        self.jitter = JitterBuffer(int(settings.jitter_buffer_seconds * 48000 * 2))
+        self.jitter = JitterBuffer(int(settings.jitter_buffer_seconds * rate * 2))
         self.recorder = None
         if settings.debug_record_dir is not None:
             from device.debug_record import DebugRecorder
@@ -144,7 +144,8 @@ class ApplianceService:
                                     recorder=self.recorder)
         self.pipeline = AudioPipeline(self.backend, self.dsp, self.uplink, self.jitter, self.post,
                                       session_rate=rate, period_ms=settings.period_ms,
-                                      buffer_periods=settings.playback_buffer_periods, clock=self.clock)
+                                      buffer_periods=settings.playback_buffer_periods, clock=self.clock,
+                                      jitter_seconds=settings.jitter_buffer_seconds)
         self.session = SessionClient(session_config(settings), self.uplink, self._session_event,
                                      self.jitter.push, self._transcript, clock=self.clock)
         self.control = ControlServer(settings.control_socket, self.post, self.status)
@@ -283,6 +284,7 @@ class ApplianceService:
 
     def _tick(self) -> None:
         now = time.monotonic()
+        self._publish_status()  # counters in `ctl status` stay current during a steady call
         if self.watchdog_interval is not None and now >= self._next_watchdog:
             self._next_watchdog = now + self.watchdog_interval
             # Vouch for the device only while the audio threads make progress: a stuck capture or

@@ -177,6 +177,7 @@ class SessionClient:
         self._ws: websocket.WebSocket | None = None
         self._live = threading.Event()         # session.created seen on the current socket
         self._lock = threading.Lock()
+        self._generation = 0   # bumped by connect() after a hang-up: a new call, not the old one
         self._connection = _ConnectionThread(self)
         self._sender = UplinkSender(self)
 
@@ -186,18 +187,25 @@ class SessionClient:
         self._sender.start()
 
     def connect(self) -> None:
-        """Want a session: connect if not connected; a no-op while one is up or coming."""
-        self._close_requested.clear()
-        if not self._wanted.is_set():
-            self.backoff.reset()
-        self._wanted.set()
+        """Want a session: connect if not connected; a no-op while one is up or coming.
+
+        After a hang-up whose close is still in progress, this wants a *new* call: the closing
+        session finishes its close and a new one follows (`_generation` tells them apart)."""
+        with self._lock:
+            if self._close_requested.is_set() or not self._wanted.is_set():
+                self._generation += 1
+            self._close_requested.clear()
+            if not self._wanted.is_set():
+                self.backoff.reset()
+            self._wanted.set()
         self._wake.set()
 
     def disconnect(self) -> None:
         """Hang up: send `session.close`; the connection thread waits up to 1 s for
         `session.closed`, then closes the socket. Never reconnects until `connect()`."""
-        self._wanted.clear()
-        self._close_requested.set()
+        with self._lock:
+            self._wanted.clear()
+            self._close_requested.set()
         self._wake.set()
         ws = self._ws
         if ws is not None and self._live.is_set():
@@ -285,8 +293,14 @@ class _ConnectionThread(OwnedThread):
             if attempt > 1:
                 c.counters.reconnects += 1
             c.on_event(SessionConnecting(attempt))
+            generation = c._generation
             outcome = self._one_connection()
             if outcome.kind == "stopped":
+                continue
+            if outcome.kind == "ended" and c._generation != generation and c._wanted.is_set():
+                # The user hung up and called again while this session was closing: the old
+                # session's end is not the new call's end. Connect the new one at once.
+                attempt = 0
                 continue
             if outcome.kind == "auth":
                 c.counters.auth_rejections += 1
@@ -366,16 +380,20 @@ class _ConnectionThread(OwnedThread):
         last_rx = time.monotonic()
         last_ping = last_rx
         close_deadline: float | None = None
+        session_deadline = last_rx + cfg.connect_timeout
         while True:
             now = time.monotonic()
-            if self.stopping.is_set() or c._close_requested.is_set():
-                if close_deadline is None:
-                    close_deadline = now + CLOSE_WAIT
-                    if not c._live.is_set():
-                        return _Outcome("ended", "client_requested")
-                elif now >= close_deadline:
-                    log.info("no session.closed within %.1f s; closing the socket", CLOSE_WAIT)
+            if close_deadline is None and (self.stopping.is_set() or c._close_requested.is_set()):
+                close_deadline = now + CLOSE_WAIT
+                if not c._live.is_set():
                     return _Outcome("ended", "client_requested")
+            # Once a close has started it finishes, whatever connect() does meanwhile.
+            if close_deadline is not None and now >= close_deadline:
+                log.info("no session.closed within %.1f s; closing the socket", CLOSE_WAIT)
+                return _Outcome("ended", "client_requested")
+            if not c._live.is_set() and now >= session_deadline:
+                # Upgraded but never a (valid) session.created: e.g. a rate we cannot play.
+                return _Outcome("retry", f"no valid session.created within {cfg.connect_timeout:.0f} s")
             if now - last_ping >= cfg.ping_interval:
                 try:
                     ws.ping()

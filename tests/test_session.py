@@ -83,7 +83,8 @@ def test_commit_follows_the_audio_queued_before_it(sim: Simulator) -> None:
         client.send_commit()
         commit = sim.wait_for_event("commit", 5)
         assert commit is not None and commit["audio_bytes"] == 6400
-        assert client.counters.commits == 1
+        # The sender counts after send() returns, which may be just after the server saw it.
+        assert sim.wait_for(lambda: client.counters.commits == 1, 5)
     finally:
         client.stop()
         assert client.join(5)

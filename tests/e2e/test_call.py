@@ -86,6 +86,7 @@ def test_401_is_tried_once_then_waits_for_a_user_action(start_sim, start_service
     service.signal(signal.SIGHUP)  # the operator fixed the key
     assert sim.wait_for(lambda: len(sim.connections) == 2, 5)
     assert service.wait_for_log(r"refused the credentials", 10, count=2)
+    assert service.wait_for_log(r"state auth_error", 5, count=2)  # the machine saw it too
     assert service.ctl("call")["ok"]  # a button press (here: the control socket) retries too
     assert sim.wait_for(lambda: len(sim.connections) == 3, 5)
     assert not sim.wait_for(lambda: len(sim.connections) > 3, 1.0)

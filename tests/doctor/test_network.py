@@ -19,28 +19,11 @@ import websocket
 from device.doctor_core import Status
 from device.doctor_network import check_agent, check_dns, check_endpoint, endpoint
 from device.session import SessionConfig
-from device.sim.server import SimOptions, Simulator
+from device.sim.server import Simulator
 
 from . import TEST_KEY, closed_port
 
 pytestmark = pytest.mark.timeout(30)
-
-
-@pytest.fixture
-def start_sim() -> Iterator[Callable[..., Simulator]]:
-    sims: list[Simulator] = []
-
-    def start(**options: Any) -> Simulator:
-        options.setdefault("api_key", TEST_KEY)
-        sim = Simulator(SimOptions(port=0, **options))
-        sim.start()
-        sims.append(sim)
-        return sim
-
-    yield start
-    for sim in sims:
-        sim.stop()
-        assert sim.join(5)
 
 
 def config(url: str, key: str = TEST_KEY, **extra: Any) -> SessionConfig:

@@ -6,25 +6,7 @@ from typing import Any
 
 import pytest
 
-from device.sim.server import SimOptions, Simulator
-from tests.e2e.harness import TEST_KEY, ServiceProcess
-
-
-@pytest.fixture
-def start_sim() -> Iterator[Callable[..., Simulator]]:
-    sims: list[Simulator] = []
-
-    def start(**options: Any) -> Simulator:
-        options.setdefault("api_key", TEST_KEY)
-        sim = Simulator(SimOptions(port=0, **options))
-        sim.start()
-        sims.append(sim)
-        return sim
-
-    yield start
-    for sim in sims:
-        sim.stop()
-        sim.join(5)
+from tests.e2e.harness import ServiceProcess
 
 
 @pytest.fixture

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from device.control import send_command
+from tests.conftest import DEFAULT_TEST_KEY as TEST_KEY  # the key the shared simulator fixture accepts
 
-TEST_KEY = "sk-test-SECRET-4242-do-not-log"
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -14,31 +14,10 @@ from typing import Any
 
 import pytest
 
-from device.sim.server import SimOptions, Simulator
-from tests.e2e.harness import TEST_KEY
 from tests.faults import BACKOFF_INITIAL, BACKOFF_MAX, FULL, FaultService, unique_tmp
 from tests.faults.report import RESULTS_FILE, Measurement, save_results, write_faults_section
 
 _RESULTS: list[Measurement] = []
-
-
-@pytest.fixture
-def start_sim() -> Iterator[Callable[..., Simulator]]:
-    """Start simulators (any `SimOptions`, including a fixed `port`); all stopped at the end."""
-    sims: list[Simulator] = []
-
-    def start(**options: Any) -> Simulator:
-        options.setdefault("api_key", TEST_KEY)
-        sim = Simulator(SimOptions(**options))
-        sims.append(sim)
-        sim.start()
-        return sim
-
-    yield start
-    for sim in sims:
-        sim.stop()
-    for sim in sims:
-        sim.join(5)
 
 
 @pytest.fixture

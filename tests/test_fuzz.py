@@ -73,7 +73,7 @@ from device.settings import load_settings
 from device.state_machine import leds_for, mic_gate_open
 from hw.controls import NoControls
 from hw.fake_audio import FakeAudioBackend
-from tests.test_state_machine import check_transition, expected_muted
+from tests.state_machine_support import check_transition, expected_muted
 
 DECODED = (AudioDelta, SessionCreated, SessionClosed, Transcript, AgentStartTalking, AgentStopTalking,
            Interruption, ServerError)

@@ -38,6 +38,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Short GIL slices: a busy Python thread must not delay the audio threads' next frame by the
     # default 5 ms (DESIGN "Facts measured": one CPU-bound thread pushes APM p99 to ~10 ms).
     sys.setswitchinterval(0.001)
+    # One CPU for the whole process, before any thread starts (device/cpu.py says why).
+    from device.cpu import pin_process
+
+    pin_process(settings.cpu_affinity)
     service = ApplianceService(settings, controls=controls)
     return service.run()
 

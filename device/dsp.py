@@ -24,7 +24,10 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 import numpy as np
 import soxr
 
+from device.apm import SUPPORTED_RATES
+
 if TYPE_CHECKING:
+    from device.apm import EchoCanceller
     from device.debug_record import DebugRecorder
 
 log = logging.getLogger(__name__)
@@ -33,9 +36,7 @@ DSP_RATE: Final = 16000
 FRAME_MS: Final = 10
 FRAME_SAMPLES: Final = DSP_RATE * FRAME_MS // 1000   # 160
 FRAME_BYTES: Final = FRAME_SAMPLES * 2                 # 320: PCM16 mono
-# Reference rates the canceller is tested with. Other rates may work in the library, but 44.1 kHz
-# frames are 441 samples and the native side only promises whole 10 ms at the rates it knows.
-REFERENCE_RATES: Final = frozenset({8000, 16000, 24000, 32000, 48000})
+REFERENCE_RATES: Final = SUPPORTED_RATES   # the echo reference rates the canceller takes
 MAX_AUTO_GAIN_DBFS: Final = 31
 MAX_NOISE_SUPPRESSION: Final = 4
 
@@ -87,15 +88,10 @@ class CaptureChain:
     `make_capture_dsp`.
     """
 
-    def __init__(self, apm: Any | None, noise: Any | None, recorder: DebugRecorder | None = None) -> None:
-        self._apm = apm          # livekit.rtc.AudioProcessingModule or None (aec off)
+    def __init__(self, apm: EchoCanceller | None, noise: Any | None, recorder: DebugRecorder | None = None) -> None:
+        self._apm = apm          # device.apm.EchoCanceller or None (aec off)
         self._noise = noise      # webrtc_noise_gain.AudioProcessor or None (NS and AGC off)
         self._recorder = recorder
-        self._frame_type: Any = None
-        if apm is not None:
-            from livekit.rtc import AudioFrame  # only the AEC path pays for livekit (~30 MB RSS)
-
-            self._frame_type = AudioFrame
         self._capture_lock = threading.Lock()
         self._reference_lock = threading.Lock()
         self._ref_fifo = bytearray()   # partial reference frame waiting for the rest
@@ -123,12 +119,7 @@ class CaptureChain:
                 raise RuntimeError("capture DSP used after close()")
             out = frame
             if self._apm is not None:
-                # A fresh bytearray-backed frame: the APM works in place on the frame's buffer, and we
-                # read the result back through the public `data` view rather than trusting that the
-                # frame kept our buffer object.
-                audio = self._frame_type(bytearray(frame), DSP_RATE, 1, FRAME_SAMPLES)
-                self._apm.process_stream(audio)
-                out = audio.data.tobytes()
+                out = self._apm.process(frame)
             if self._noise is not None:
                 result = self._noise.Process10ms(out)
                 out = result.audio
@@ -169,16 +160,12 @@ class CaptureChain:
                 fifo += pcm
                 data = fifo
             whole = len(data) - len(data) % frame_bytes
-            samples = frame_bytes // 2
             done = 0
             try:
                 with memoryview(data) as view:   # released before the FIFO is resized below
                     while done < whole:
-                        # A private copy: the APM works in place, and the caller's buffer is not ours.
-                        chunk = bytearray(view[done:done + frame_bytes])
-                        if len(chunk) != frame_bytes:   # never hand the native side a partial frame
-                            raise RuntimeError(f"internal error: {len(chunk)}-byte reference frame")
-                        self._apm.process_reverse_stream(self._frame_type(chunk, sample_rate, 1, samples))
+                        # The canceller copies the frame into its own buffer (the caller's is not ours).
+                        self._apm.reverse(view[done:done + frame_bytes], sample_rate)
                         done += frame_bytes
                         self.reference_frames += 1
             finally:
@@ -238,17 +225,17 @@ def make_capture_dsp(
         raise ValueError(f"auto_gain_dbfs must be 0-{MAX_AUTO_GAIN_DBFS}, not {auto_gain_dbfs}")
     apm = None
     if aec == "webrtc":
-        from livekit import rtc
+        from device.apm import make_apm
 
-        # No noise suppression or AGC here: webrtc-noise-gain does those after the canceller.
-        apm = rtc.AudioProcessingModule(echo_cancellation=True, high_pass_filter=True)
+        apm = make_apm()
     noise = None
     if noise_suppression or auto_gain_dbfs:
         from webrtc_noise_gain import AudioProcessor
 
         noise = AudioProcessor(auto_gain_dbfs, noise_suppression)
-    log.info("capture DSP: aec=%s noise_suppression=%d auto_gain_dbfs=%d recorder=%s",
-             aec, noise_suppression, auto_gain_dbfs, "on" if recorder is not None else "off")
+    log.info("capture DSP: aec=%s (%s) noise_suppression=%d auto_gain_dbfs=%d recorder=%s",
+             aec, apm.kind if apm is not None else "off", noise_suppression, auto_gain_dbfs,
+             "on" if recorder is not None else "off")
     return CaptureChain(apm, noise, recorder)
 
 

@@ -102,6 +102,8 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
     stats_file: Path | None = Field(None, description="JSON stats written every stats_interval")
     stats_interval: float = Field(10.0, gt=0, le=3600, description="seconds between stats writes")
+    cpu_affinity: str = Field(
+        "auto", description="auto (the last CPU when there are several) | off | CPU list such as 3 or 2,3")
 
     @field_validator("url")
     @classmethod
@@ -125,6 +127,14 @@ class Settings(BaseSettings):
         if value % 10:
             raise ValueError("must be a multiple of 10 (the echo canceller works in 10 ms frames)")
         return value
+
+    @field_validator("cpu_affinity")
+    @classmethod
+    def _check_affinity(cls, value: str) -> str:
+        from device.cpu import parse_affinity
+
+        parse_affinity(value)
+        return value.strip().lower()
 
     @field_validator("variables")
     @classmethod

@@ -67,20 +67,34 @@ class LockstepClock:
     Each device gets its own clock from `member()`; a member's time jumps to whatever it waits
     for, but it may run at most `slack` seconds ahead of the slowest open member. Independent
     unpaced clocks let the mic run seconds ahead of the speaker, which no real sound card does and
-    which makes the echo canceller realign constantly; syncing every period would cost more in
-    thread hand-overs than the audio work itself. Any thread may use it.
+    which makes the echo canceller realign constantly. Any thread may use it.
+
+    A member that gets more than `slack` ahead waits until the slowest member has caught up with
+    it completely, and only a caught-up member is woken: one thread hand-over per `slack` of
+    simulated time, not one per period. Waking the leader at every period of the laggard (as a
+    plain "wait while too far ahead" loop does) costs more CPU in futex wake-ups and GIL
+    hand-overs than the audio work it paces.
     """
 
     def __init__(self, slack: float = 0.1) -> None:
+        if slack < 0:
+            raise ValueError(f"slack must be >= 0, not {slack}")
         self.slack = slack
         self._cond = threading.Condition()
         self._members: dict[int, float] = {}   # open members: their time
+        self._waiting: dict[int, float] = {}   # waiting members: the time the slowest must reach
         self._next_id = 0
+        self.waits = 0                         # times a member had to wait (for tests and benchmarks)
 
     def member(self) -> LockstepMember:
         with self._cond:
             self._next_id += 1
             return LockstepMember(self, self._next_id)
+
+    def _wake_caught_up(self) -> None:
+        """Wake the waiters if the slowest member reached the earliest waiter's goal (lock held)."""
+        if self._waiting and (not self._members or min(self._members.values()) >= min(self._waiting.values())):
+            self._cond.notify_all()
 
     def _set(self, member_id: int, now: float | None) -> None:
         with self._cond:
@@ -88,18 +102,25 @@ class LockstepClock:
                 self._members.pop(member_id, None)
             else:
                 self._members[member_id] = now
-            self._cond.notify_all()
+            self._wake_caught_up()
 
     def _wait_for_others(self, member_id: int, now: float, interrupt: threading.Event | None) -> bool:
         with self._cond:
-            if member_id in self._members:
-                self._members[member_id] = now
-                self._cond.notify_all()
-            while member_id in self._members and now - min(self._members.values()) > self.slack:
-                if interrupt is not None and interrupt.is_set():
-                    return False
-                # The timeout only guards against a member that died without closing.
-                self._cond.wait(0.5)
+            members = self._members
+            if member_id in members:
+                members[member_id] = now
+                self._wake_caught_up()
+                if now - min(members.values()) > self.slack:
+                    self.waits += 1
+                    self._waiting[member_id] = now
+                    try:
+                        while member_id in members and min(members.values()) < now:
+                            if interrupt is not None and interrupt.is_set():
+                                return False
+                            # The timeout only guards against a member that died without closing.
+                            self._cond.wait(0.5)
+                    finally:
+                        del self._waiting[member_id]
         return not (interrupt is not None and interrupt.is_set())
 
 

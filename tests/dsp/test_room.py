@@ -97,3 +97,29 @@ def test_delay_is_exact_across_rates() -> None:
     speaker[2400] = 16000   # 100 ms
     echo = _play_and_listen(room, speaker, 24000, 240, 16000)
     assert abs(int(np.argmax(np.abs(echo))) - (1600 + 800)) <= 1
+
+
+def test_fake_mic_plays_its_wav_sample_exactly_with_and_without_injected_audio(tmp_path: Path) -> None:
+    """The fake mic's int16 fast path (nothing mixed in) and its float path (injected audio) give
+    the same samples and keep one position in the WAV; the end is padded with silence."""
+    from hw.clock import UnpacedClock
+    from hw.fake_audio import FakeAudioBackend
+
+    rng = np.random.default_rng(4)
+    source = rng.integers(-32768, 32767, 16000 // 100 * 7 + 50, dtype=np.int16)
+    wav = tmp_path / "mic.wav"
+    write_wav_mono16(wav, source.astype("<i2").tobytes(), 16000)
+    backend = FakeAudioBackend(capture_file=wav, clock_factory=UnpacedClock)
+    mic = backend.capture(16000, 160)
+    mic.open()
+    burst = np.full(160, 1000, dtype="<i2")
+    got = [mic.read(), mic.read()]
+    backend.inject(burst.tobytes())
+    got += [mic.read() for _ in range(6)]
+    mic.close()
+    samples = np.frombuffer(b"".join(got), dtype="<i2").astype(np.int32)
+    expected = np.zeros(160 * 8, dtype=np.int32)
+    expected[:len(source)] = source
+    expected[320:480] = np.clip(expected[320:480] + 1000, -32768, 32767)
+    assert np.array_equal(samples, expected)
+    assert backend.mic_exhausted.is_set()

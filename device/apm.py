@@ -1,0 +1,195 @@
+"""The WebRTC echo canceller (AEC3 + high-pass filter) from livekit, behind one small interface.
+
+Two callers of the same native `AudioProcessingModule`, created the same way (through livekit's
+public `livekit.rtc.AudioProcessingModule`), giving bit-identical audio (a test checks it):
+
+- `PublicApiApm` goes through livekit's public Python methods for every frame: a new `AudioFrame`,
+  a protobuf request built and serialised, a ctypes call that releases the GIL, the response parsed.
+  That is ~6 us of Python per call on an x86 host (~60-100 us on a Pi Zero 2 W), and with two
+  audio threads each GIL release is a thread hand-over (futex wake-ups, caches refilled).
+- `DirectApm` (the default) sends the very same FFI request, but serialised once: each direction
+  owns a fixed 10 ms frame buffer whose address never changes, so the request bytes never change
+  either. It calls livekit's FFI entry point through a `ctypes.PyDLL` handle on livekit's own
+  library, which keeps the GIL for the ~50 us native call instead of handing it to another
+  thread and fighting to get it back. Per frame that is a copy into the buffer, the call, a
+  comparison of the response with the known success bytes, and the release of the response.
+
+Why hand-write this instead of using livekit's methods: they cost more CPU than the echo
+cancellation itself on a Pi Zero (measured by `make bench`). The protocol used is livekit's FFI
+protocol (`livekit_ffi_request` with an `FfiRequest` protobuf from livekit's own generated
+module), the interface all livekit SDKs share. When any of it is missing (another livekit
+version), `make_apm` falls back to `PublicApiApm` and says so in the log.
+
+Both take exactly one 10 ms frame per call: a wrong size aborts the process inside livekit (a
+Rust panic), so sizes are checked here too, before every native call. Threads: `process` on the
+capture thread, `reverse` on the playback thread; the native side serialises the two with its own
+mutex, and `DirectApm` keeps a separate buffer per direction.
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+from typing import Any, Final, Protocol
+
+log = logging.getLogger(__name__)
+
+DSP_RATE: Final = 16000
+FRAME_SAMPLES: Final = DSP_RATE // 100   # 10 ms
+FRAME_BYTES: Final = FRAME_SAMPLES * 2
+INVALID_HANDLE: Final = 0
+# Rates the canceller is tested with. 44.1 kHz frames are 441 samples, and the native side only
+# promises whole 10 ms frames at the rates it knows.
+SUPPORTED_RATES: Final = frozenset({8000, 16000, 24000, 32000, 48000})
+
+
+class EchoCanceller(Protocol):
+    """One native AEC3 instance. `process` on the capture thread, `reverse` on the playback thread."""
+
+    kind: str
+
+    def process(self, frame: bytes) -> bytes:
+        """One 10 ms mic frame (16 kHz mono PCM16) in, the echo-cancelled frame out."""
+        ...
+
+    def reverse(self, frame: bytes | bytearray | memoryview, sample_rate: int) -> None:
+        """One 10 ms speaker frame (mono PCM16 at `sample_rate`): the far-end reference."""
+        ...
+
+
+def _check(size: int, sample_rate: int) -> None:
+    if sample_rate not in SUPPORTED_RATES:
+        raise ValueError(f"the echo canceller takes exactly 10 ms frames at {sorted(SUPPORTED_RATES)} Hz, "
+                         f"not at {sample_rate} Hz")
+    if size != sample_rate // 100 * 2:
+        raise ValueError(f"the echo canceller takes exactly 10 ms of mono PCM16 per call "
+                         f"({sample_rate // 100 * 2} bytes at {sample_rate} Hz), got {size} bytes")
+
+
+def _new_native_apm() -> Any:
+    from livekit import rtc
+
+    # No noise suppression or AGC here: webrtc-noise-gain does those after the canceller.
+    return rtc.AudioProcessingModule(echo_cancellation=True, high_pass_filter=True)
+
+
+class PublicApiApm:
+    """AEC3 through livekit's public Python methods, one `AudioFrame` per call (the fallback)."""
+
+    kind = "livekit public API"
+
+    def __init__(self) -> None:
+        from livekit.rtc import AudioFrame
+
+        self._frame_type = AudioFrame
+        self._apm = _new_native_apm()
+
+    def process(self, frame: bytes) -> bytes:
+        _check(len(frame), DSP_RATE)
+        # A fresh bytearray-backed frame: the APM works in place on the frame's buffer.
+        audio = self._frame_type(bytearray(frame), DSP_RATE, 1, FRAME_SAMPLES)
+        self._apm.process_stream(audio)
+        return bytes(audio.data.cast("B"))
+
+    def reverse(self, frame: bytes | bytearray | memoryview, sample_rate: int) -> None:
+        _check(len(frame), sample_rate)
+        # A private copy: the APM works in place, and the caller's buffer is not ours.
+        self._apm.process_reverse_stream(self._frame_type(bytearray(frame), sample_rate, 1, sample_rate // 100))
+
+
+class _Request:
+    """One pre-serialised FFI request on a fixed frame buffer (one thread uses it at a time)."""
+
+    def __init__(self, field: str, handle: int, sample_rate: int, ffi_pb2: Any) -> None:
+        self.sample_rate = sample_rate
+        self.buffer = bytearray(sample_rate // 100 * 2)
+        # The buffer's address goes into the request once; the bytearray is never resized, so the
+        # address stays valid for the request's whole life.
+        address = ctypes.addressof(ctypes.c_char.from_buffer(self.buffer))
+        request = ffi_pb2.FfiRequest()
+        body = getattr(request, field)
+        body.apm_handle = handle
+        body.data_ptr = address
+        body.size = len(self.buffer)
+        body.sample_rate = sample_rate
+        body.num_channels = 1
+        self.data = request.SerializeToString()
+        success = ffi_pb2.FfiResponse()
+        getattr(success, field).SetInParent()
+        self.success = success.SerializeToString()
+        self.field = field
+
+
+class DirectApm:
+    """AEC3 through livekit's FFI with requests serialised once and the GIL kept (the default).
+
+    Built by `make_apm`; raises `ImportError`/`AttributeError` when this livekit lacks the pieces,
+    and `make_apm` then falls back to `PublicApiApm`.
+    """
+
+    kind = "livekit FFI, direct"
+
+    def __init__(self) -> None:
+        from livekit.rtc._ffi_client import FfiClient
+        from livekit.rtc._proto import ffi_pb2
+
+        self._ffi_pb2 = ffi_pb2
+        self._apm = _new_native_apm()   # keeps the native APM alive (freed with this object)
+        self._handle = int(self._apm._ffi_handle.handle)
+        # The same shared library livekit loaded (dlopen returns the loaded one), as a PyDLL: the
+        # GIL stays held during the call. Nothing in an APM request calls back into Python.
+        library = ctypes.PyDLL(FfiClient.instance._ffi_lib._name)
+        self._call = library.livekit_ffi_request
+        self._call.argtypes = [ctypes.c_char_p, ctypes.c_size_t,
+                               ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_size_t)]
+        self._call.restype = ctypes.c_uint64
+        self._drop = library.livekit_ffi_drop_handle
+        self._drop.argtypes = [ctypes.c_uint64]
+        self._drop.restype = ctypes.c_bool
+        self._capture = _Request("apm_process_stream", self._handle, DSP_RATE, ffi_pb2)
+        self._reverse: _Request | None = None
+        # Response pointer and length, one pair per direction (two threads).
+        self._capture_out = (ctypes.c_void_p(), ctypes.c_size_t())
+        self._reverse_out = (ctypes.c_void_p(), ctypes.c_size_t())
+
+    def _send(self, request: _Request, out: tuple[ctypes.c_void_p, ctypes.c_size_t]) -> None:
+        pointer, length = out
+        handle = self._call(request.data, len(request.data), ctypes.byref(pointer), ctypes.byref(length))
+        if handle == INVALID_HANDLE:
+            raise RuntimeError(f"livekit refused the {request.field} request (its log says why)")
+        try:
+            response = ctypes.string_at(pointer.value or 0, length.value) if length.value else b""
+        finally:
+            self._drop(handle)
+        if response != request.success:
+            parsed = self._ffi_pb2.FfiResponse()
+            parsed.ParseFromString(response)
+            error = getattr(parsed, request.field).error
+            if error:
+                raise RuntimeError(f"livekit {request.field}: {error}")
+
+    def process(self, frame: bytes) -> bytes:
+        request = self._capture
+        _check(len(frame), DSP_RATE)
+        request.buffer[:] = frame   # same length: the buffer is never reallocated
+        self._send(request, self._capture_out)
+        return bytes(request.buffer)
+
+    def reverse(self, frame: bytes | bytearray | memoryview, sample_rate: int) -> None:
+        _check(len(frame), sample_rate)
+        request = self._reverse
+        if request is None or request.sample_rate != sample_rate:
+            request = self._reverse = _Request("apm_process_reverse_stream", self._handle, sample_rate,
+                                               self._ffi_pb2)
+        request.buffer[:] = frame
+        self._send(request, self._reverse_out)
+
+
+def make_apm(direct: bool = True) -> EchoCanceller:
+    """A new AEC3 instance: `DirectApm` when this livekit supports it, else `PublicApiApm`."""
+    if direct:
+        try:
+            return DirectApm()
+        except (ImportError, AttributeError, OSError, TypeError) as exc:
+            log.warning("echo canceller: the direct livekit FFI path is unavailable (%s); using livekit's "
+                        "public API, which costs more CPU", exc)
+    return PublicApiApm()

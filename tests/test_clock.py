@@ -1,0 +1,131 @@
+"""The fakes' clocks: `LockstepClock` keeps unpaced devices in step, and cheaply."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from hw.clock import LockstepClock, LockstepMember, UnpacedClock
+
+STEP = 0.01
+STEPS = 2000
+
+
+def _run_in_step(clock: LockstepClock, members: list[LockstepMember]) -> list[float]:
+    """Each member in its own thread waits STEPS periods; returns each one's largest lead over the others."""
+    for m in members:
+        m.register()
+    leads = [0.0] * len(members)
+    start = threading.Barrier(len(members))
+
+    def run(index: int) -> None:
+        me = members[index]
+        start.wait(5)
+        for i in range(1, STEPS + 1):
+            assert me.sleep_until(i * STEP)
+            others = [m.monotonic() for j, m in enumerate(members) if j != index]
+            leads[index] = max(leads[index], me.monotonic() - min(others))
+        me.unregister()   # as a device closes: the others must not wait for it any more
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(members))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+        assert not t.is_alive()
+    return leads
+
+
+def _registered_pair() -> tuple[LockstepMember, LockstepMember]:
+    clock = LockstepClock(slack=0.1)
+    leader, laggard = clock.member(), clock.member()
+    leader.register()
+    laggard.register()
+    return leader, laggard
+
+
+@pytest.mark.parametrize("count", [2, 3])
+def test_no_member_runs_more_than_slack_ahead(count: int) -> None:
+    clock = LockstepClock(slack=0.1)
+    members = [clock.member() for _ in range(count)]
+    leads = _run_in_step(clock, members)
+    assert max(leads) <= clock.slack + 1e-9
+    assert all(m.monotonic() == pytest.approx(STEPS * STEP) for m in members)
+
+
+def test_a_leader_waits_at_most_once_per_slack() -> None:
+    """A member that got too far ahead waits until the others caught up with it completely, so it
+    cannot wait again before it ran `slack` ahead once more: one hand-over per 100 ms of audio,
+    not one per 10 ms period (which is what cost the benchmark its CPU)."""
+    clock = LockstepClock(slack=0.1)
+    members = [clock.member(), clock.member()]
+    _run_in_step(clock, members)
+    per_member_bound = STEPS * STEP / clock.slack + 1
+    assert clock.waits <= 2 * per_member_bound   # a wait per period would be ~4000
+
+
+def test_closing_the_slowest_member_releases_a_waiter() -> None:
+    leader, laggard = _registered_pair()
+    done = threading.Event()
+    result: list[bool] = []
+
+    def lead() -> None:
+        result.append(leader.sleep_until(1.0))
+        done.set()
+
+    threading.Thread(target=lead).start()
+    assert not done.wait(0.05)   # waiting: the laggard is 1 s behind
+    laggard.unregister()
+    assert done.wait(2)
+    assert result == [True]
+
+
+def test_a_waiter_catches_up_as_the_laggard_advances() -> None:
+    leader, laggard = _registered_pair()
+    done = threading.Event()
+    threading.Thread(target=lambda: (leader.sleep_until(0.5), done.set())).start()
+    assert laggard.sleep_until(0.3)     # 0.2 s behind: the leader keeps waiting for a full catch-up
+    assert not done.wait(0.05)
+    assert laggard.sleep_until(0.5)     # caught up: the leader is released
+    assert done.wait(2)
+
+
+def test_an_interrupt_ends_a_wait() -> None:
+    leader, laggard = _registered_pair()
+    stop = threading.Event()
+    result: list[bool] = []
+    done = threading.Event()
+
+    def lead() -> None:
+        result.append(leader.sleep_until(1.0, stop))
+        done.set()
+
+    threading.Thread(target=lead).start()
+    stop.set()
+    assert done.wait(2)
+    assert result == [False]
+
+
+def test_one_member_alone_never_waits() -> None:
+    clock = LockstepClock(slack=0.0)
+    solo = clock.member()
+    solo.register()
+    for i in range(1, 100):
+        assert solo.sleep_until(i * STEP)
+    assert clock.waits == 0
+
+
+def test_negative_slack_is_refused() -> None:
+    with pytest.raises(ValueError):
+        LockstepClock(slack=-1)
+
+
+def test_unpaced_clock_jumps_to_each_deadline() -> None:
+    clock = UnpacedClock()
+    assert clock.sleep_until(2.5)
+    assert clock.monotonic() == 2.5
+    assert clock.sleep_until(1.0)   # never backwards
+    assert clock.monotonic() == 2.5
+    stop = threading.Event()
+    stop.set()
+    assert not clock.sleep_until(3.0, stop)

@@ -15,12 +15,15 @@ class UplinkChunk:
     """20 ms of processed mic audio at the session rate, stamped when its last frame was read.
 
     A chunk with `commit=True` (and no audio) is the push-to-talk commit: it travels through the
-    same queue so that it can never overtake audio captured before it.
+    same queue so that it can never overtake audio captured before it. `rate` is the rate the
+    audio was resampled to (0: unknown); when a session renegotiates, chunks made at the old rate
+    may still be in flight, and the sender drops them instead of sending mis-rated audio.
     """
 
     pcm: bytes
     captured_at: float
     commit: bool = False
+    rate: int = 0
 
 
 class UplinkQueue:

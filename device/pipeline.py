@@ -155,7 +155,7 @@ class CaptureThread(OwnedThread):
                 while (chunk := resampler.pop(chunk_bytes)) is not None:
                     if not p.mic_gate:  # closed while we processed: nothing leaves
                         break
-                    p.uplink.put(UplinkChunk(chunk, read_at))
+                    p.uplink.put(UplinkChunk(chunk, read_at, rate=rate))
                     p.counters.chunks_queued += 1
         finally:
             self._close()
@@ -163,7 +163,13 @@ class CaptureThread(OwnedThread):
 
 class PlaybackThread(OwnedThread):
     """The render clock: writes one period per loop (silence when nothing is queued) and hands
-    exactly what it wrote to the echo canceller as the reference, at the moment it writes it."""
+    exactly what it wrote to the echo canceller as the reference, at the moment it writes it.
+
+    Queue depth: the device buffer holds `buffer_periods` (3 by default) and `write` blocks until a
+    period of it is free, so the speaker always has two periods queued when the thread is on time
+    (2 to 3: 20-30 ms of output latency at 10 ms periods), silence when idle. After an open or an
+    interruption's drop, `PREFILL_PERIODS` of silence go in first.
+    """
 
     def __init__(self, pipeline: AudioPipeline) -> None:
         super().__init__("audio-playback")
@@ -281,7 +287,7 @@ class AudioPipeline:
         on_event: Callable[[Event], None],
         session_rate: int = 16000,
         period_ms: int = 10,
-        buffer_periods: int = 4,
+        buffer_periods: int = 3,
         clock: Clock | None = None,
         jitter_seconds: float | None = None,
     ) -> None:

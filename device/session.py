@@ -121,6 +121,7 @@ class SessionCounters:
     server_errors: int = 0
     discarded_audio_bytes: int = 0  # agent audio discarded while the downlink gate was closed
     commits: int = 0
+    stale_rate_chunks: int = 0  # mic chunks made at a previous session's rate, dropped unsent
 
 
 class _Outcome:
@@ -488,6 +489,14 @@ class UplinkSender(OwnedThread):
             if chunk.commit:
                 if c._send_text(ws, COMMIT_TEXT):
                     c.counters.commits += 1
+                continue
+            if chunk.rate and chunk.rate != c.negotiated_rate:
+                # Resampled for the previous session's rate in the moment before the pipeline
+                # switched: sending it would play 20 ms at the wrong speed on the server.
+                c.counters.stale_rate_chunks += 1
+                if c.counters.stale_rate_chunks == 1:
+                    log.info("dropping mic audio made at %d Hz for a %d Hz session (rate renegotiated)",
+                             chunk.rate, c.negotiated_rate)
                 continue
             if c._send_text(ws, encode_audio(chunk.pcm)):
                 c.counters.chunks_sent += 1

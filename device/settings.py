@@ -66,7 +66,9 @@ class Settings(BaseSettings):
     capture_device: str = Field("default", description="ALSA PCM name of the microphone")
     playback_device: str = Field("default", description="ALSA PCM name of the speaker")
     period_ms: int = Field(10, ge=10, le=100, description="device period, a multiple of 10 ms")
-    playback_buffer_periods: int = Field(4, ge=2, le=32, description="periods in the playback buffer")
+    playback_buffer_periods: int = Field(
+        3, ge=2, le=32,
+        description="periods in the playback buffer: 3 keeps 2 to 3 periods queued (never fewer than 2)")
     jitter_buffer_seconds: float = Field(
         60.0, gt=0, le=600, description="agent audio buffered ahead of the speaker at most")
     aec: Literal["webrtc", "off"] = Field("webrtc", description="echo cancellation: webrtc | off")

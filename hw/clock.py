@@ -61,6 +61,58 @@ class UnpacedClock:
             self._now += seconds
 
 
+class ManualClock:
+    """Time that moves only when a test calls `advance`; `sleep_until` blocks until then.
+
+    For deterministic tests of paced devices: `wait_for_sleepers(n)` returns once `n` threads are
+    blocked waiting for a moment still in the future, so a test can step the audio threads one
+    period at a time without sleeping. Any thread may use it.
+    """
+
+    # Deadlines computed by callers carry float error (7 * 0.01 != 0.07): closer than this is reached.
+    TOLERANCE = 1e-9
+
+    def __init__(self, start: float = 0.0) -> None:
+        self._ns = round(start * 1e9)   # whole nanoseconds: advancing never accumulates float error
+        self._cond = threading.Condition()
+        self._deadlines: dict[int, float] = {}   # blocked threads: the moment each waits for
+
+    @property
+    def _now(self) -> float:
+        return self._ns / 1e9
+
+    def monotonic(self) -> float:
+        with self._cond:
+            return self._now
+
+    def sleep_until(self, deadline: float, interrupt: threading.Event | None = None) -> bool:
+        me = threading.get_ident()
+        with self._cond:
+            self._deadlines[me] = deadline
+            self._cond.notify_all()
+            try:
+                while self._now < deadline - self.TOLERANCE:
+                    if interrupt is not None and interrupt.is_set():
+                        return False
+                    self._cond.wait(0.05)   # the timeout only lets an interrupt through
+            finally:
+                del self._deadlines[me]
+                self._cond.notify_all()
+        return not (interrupt is not None and interrupt.is_set())
+
+    def advance(self, seconds: float) -> None:
+        with self._cond:
+            self._ns += round(seconds * 1e9)
+            self._cond.notify_all()
+
+    def wait_for_sleepers(self, count: int, timeout: float) -> bool:
+        """True once `count` threads are blocked on a future moment (False after `timeout` s)."""
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: sum(1 for d in self._deadlines.values() if d > self._now + self.TOLERANCE) >= count,
+                timeout)
+
+
 class LockstepClock:
     """Simulated time for several fake devices: as fast as the CPU allows, but kept in step.
 

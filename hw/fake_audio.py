@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -202,9 +202,13 @@ class FakePlayback(AudioPlayback):
         self._written = 0  # frames handed to the device since open (the device timeline)
         self._queued: deque[tuple[int, bytes]] = deque()  # (start frame, pcm) not yet played
         self._opened = False
+        # For tests: how many frames were still queued (unplayed) at each write, counted by depth
+        # since the last open. A writer on time shows buffer_frames - period_frames every time.
+        self.depth_at_write: Counter[int] = Counter()
 
     def _play_position(self) -> int:
-        return int((self._clock.monotonic() - self._t0) * self.format.sample_rate)
+        # The tolerance keeps float error (0.03 s * 16000 = 479.999...) from losing a frame.
+        return int((self._clock.monotonic() - self._t0) * self.format.sample_rate + 1e-6)
 
     def open(self) -> AudioFormat:
         self._backend.playback_plug.check()
@@ -212,6 +216,7 @@ class FakePlayback(AudioPlayback):
         self._t0 = self._clock.monotonic()
         self._written = 0
         self._queued.clear()
+        self.depth_at_write.clear()
         self._opened = True
         return self.format
 
@@ -239,6 +244,7 @@ class FakePlayback(AudioPlayback):
             gap = position - self._written
             self._backend.record_played(bytes(gap * BYTES_PER_FRAME), fmt.sample_rate)
             self._written = position
+        self.depth_at_write[self._written - position] += 1
         self._queued.append((self._written, pcm))
         self._written += frames
         self._backend.speaker_queued(pcm, fmt.sample_rate)

@@ -13,8 +13,8 @@ from device.dsp import make_capture_dsp
 from device.events import Event, HardwareBack, HardwareLost
 from device.pipeline import AudioPipeline
 from hw.audio import AudioPlayback
-from hw.clock import UnpacedClock
-from hw.fake_audio import FakeAudioBackend
+from hw.clock import ManualClock, UnpacedClock
+from hw.fake_audio import FakeAudioBackend, FakePlayback
 
 AGENT_LEVEL = 8000
 
@@ -77,6 +77,26 @@ def wait_until(predicate, timeout: float = 5.0) -> bool:  # type: ignore[no-unty
             return True
         done.wait(0.001)
     return predicate()
+
+
+def step_until(clock: ManualClock, predicate, steps: int = 1000) -> bool:  # type: ignore[no-untyped-def]
+    """Advance a manual clock 10 ms at a time, each time once both audio threads wait on it."""
+    for _ in range(steps):
+        if predicate():
+            return True
+        assert clock.wait_for_sleepers(2, 5)
+        clock.advance(0.01)
+    return bool(predicate())
+
+
+def stop_stepped(p: AudioPipeline, clock: ManualClock) -> None:
+    """Stop a pipeline on a manual clock: the fakes wait for it without an interrupt, so keep time going."""
+    p.stop()
+    for _ in range(500):
+        clock.advance(0.01)
+        if p.join(0.01):
+            return
+    raise AssertionError("the audio threads did not stop")
 
 
 def test_uplink_carries_20ms_chunks_only_while_the_gate_is_open(events, running) -> None:
@@ -184,23 +204,34 @@ def test_renegotiated_rate_reopens_playback_and_rechunks_uplink(events, running)
     assert wait_until(lambda: p.playback.rate == 48000 and p.counters.playback_reopens == 2)
     p.uplink.clear()
     assert wait_until(lambda: len(p.uplink) > 5)
-    chunk = p.uplink.get(1)
-    assert chunk is not None and len(chunk.pcm) == 48000 * 20 // 1000 * 2
+    # A chunk resampled for 16 kHz just before the switch may follow the clear; it says so, and
+    # the sender drops it (tests/test_session.py).
+    chunks = [p.uplink.get(1) for _ in range(5)]
+    assert all(c is not None and len(c.pcm) == c.rate * 20 // 1000 * 2 for c in chunks)
+    chunk = chunks[-1]
+    assert chunk is not None and chunk.rate == 48000 and len(chunk.pcm) == 48000 * 20 // 1000 * 2
 
 
 def test_capture_periods_that_are_not_whole_10ms_frames(events, running) -> None:
-    """ALSA may grant 341-frame periods: every sample still reaches the uplink, in order."""
-    backend = FakeAudioBackend(clock_factory=UnpacedClock)
+    """ALSA may grant 341-frame periods: every sample still reaches the uplink, in order.
+
+    Paced by a manual clock: unpaced, the mic would overrun the bounded uplink queue (which drops
+    the oldest audio) before the test could read it."""
+    clock = ManualClock()
+    backend = FakeAudioBackend(clock_factory=lambda: clock)
     original = backend.capture
     backend.capture = lambda rate, period: original(rate, 341)  # type: ignore[method-assign]
     ramp = (np.arange(16000 * 2) % 30000).astype("<i2")
     backend.inject(ramp.tobytes())
     p = make_pipeline(backend, events)
-    running.append(p)
     p.set_mic_gate(True)
     p.start()
-    assert wait_until(lambda: len(p.uplink) >= 100)
+    try:
+        assert step_until(clock, lambda: len(p.uplink) >= 100)
+    finally:
+        stop_stepped(p, clock)
     got = b"".join(c.pcm for c in (p.uplink.get(0) for _ in range(100)) if c is not None)
+    assert len(got) == 100 * 640
     assert np.array_equal(np.frombuffer(got, "<i2"), ramp[: len(got) // 2])
 
 
@@ -218,3 +249,29 @@ def test_earcons_play_through_the_speaker_and_reach_the_echo_canceller(events, r
     p.play_local(chime)
     assert wait_until(lambda: chime in bytes(referenced))  # the canceller saw exactly the chime
     assert wait_until(lambda: chime in bytes(backend.played))  # and the speaker played it
+
+
+def test_two_periods_stay_queued_in_the_speaker_when_idle(events, running) -> None:
+    """Stepped one period at a time by a manual clock: after the prefill, every write finds exactly
+    two periods still queued (the speaker never gets closer to running dry), silence included."""
+    clock = ManualClock()
+    backend = FakeAudioBackend(clock_factory=lambda: clock)
+    p = AudioPipeline(backend, make_capture_dsp("off", 0, 0), UplinkQueue(1000), JitterBuffer(320_000),
+                      events.put, session_rate=16000, clock=clock)  # the default buffer: 3 periods
+    running.append(p)
+    p.start()
+    for _ in range(30):
+        assert clock.wait_for_sleepers(2, 5)   # capture and playback both blocked on the next period
+        clock.advance(0.01)
+        if _ == 10:
+            p.jitter.push(np.full(160 * 5, AGENT_LEVEL, "<i2").tobytes())   # 50 ms of agent audio
+    assert clock.wait_for_sleepers(2, 5)
+    speaker = p.playback.device
+    assert isinstance(speaker, FakePlayback) and speaker.format.buffer_frames == 3 * 160
+    period = 160
+    # The prefill's two writes found 0 and 1 periods queued, then the first loop write 2 periods.
+    depths = dict(speaker.depth_at_write)
+    assert depths.pop(0) == 1 and depths.pop(period) == 1
+    assert depths == {2 * period: p.counters.periods_played - 2}
+    assert p.counters.agent_periods_played == 5 and speaker.underruns == 0
+    stop_stepped(p, clock)

@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 DEB_PACKAGES := python3-venv python3-dev gcc libasound2-dev alsa-utils espeak-ng sox systemd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test test-faults bench lint deps venv clean soak
+.PHONY: demo test test-faults test-hardware bench lint deps venv clean soak
 
 deps: .stamp-deps
 .stamp-deps:
@@ -37,6 +37,11 @@ test: deps venv
 test-faults: deps venv
 	ATOMS_FAULTS_FULL=1 $(BIN)/python -m pytest -q tests/faults; status=$$?; \
 	$(BIN)/python -m tests.faults.report; exit $$status
+
+# On a device only (plays sound): the ALSA backend and the echo canceller on the real sound card.
+# The devices come from ATOMS_CAPTURE_DEVICE / ATOMS_PLAYBACK_DEVICE (default: `default`).
+test-hardware: deps venv
+	ATOMS_TEST_HARDWARE=1 $(BIN)/python -m pytest -q tests/hardware
 
 # Not in CI: 30 real minutes by default (SOAK_ARGS=--quick for 2, or --unpaced --audio-hours 2).
 soak: deps venv

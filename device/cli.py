@@ -131,8 +131,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="demo-out", help="where to write agent.wav and stats")
     demo.add_argument("--timeout", type=float, default=30.0, help="give up after this many seconds")
     sub.add_parser("sim", help="the local agent simulator (see `sim --help`)", add_help=False)
-    ctl = sub.add_parser("ctl", help="control a running service")
-    ctl.add_argument("command", choices=["call", "hangup", "mute", "unmute", "talk-start", "talk-stop", "status"])
+    ctl = sub.add_parser(
+        "ctl", help="control a running service",
+        description="Send one command to the running service over its control socket. call, hangup, "
+        "mute, unmute, talk-start, talk-stop: as the buttons do. status: the service's state and "
+        "counters. dump-audio: write the debug recording (the last seconds of raw mic, processed mic "
+        "and speaker reference) into ATOMS_DEBUG_RECORD_DIR now and print the files and their "
+        "lengths; fails if that setting is unset (SIGUSR1 to the service does the same). Exit "
+        "status 1 when the service refuses or cannot be reached.")
+    ctl.add_argument("command", choices=["call", "hangup", "mute", "unmute", "talk-start", "talk-stop", "status",
+                                         "dump-audio"])
     ctl.add_argument("--socket", help="control socket path (default from settings)")
     ctl.add_argument("--json", action="store_true", help="machine-readable status")
     ctl.add_argument("--config", type=Path)

@@ -1,9 +1,10 @@
 """The control socket: JSON lines over a Unix socket, for kiosk screens, home automation and tests.
 
-Request: `{"cmd": "call" | "hangup" | "mute" | "unmute" | "talk_start" | "talk_stop" | "status"}`.
-Reply: `{"ok": true, ...}` or `{"ok": false, "error": "..."}`, one line each. Commands become the
-same `Command` events the buttons produce and go through the state machine; `status` returns the
-snapshot the main thread last published (never the key).
+Request: `{"cmd": "call" | "hangup" | "mute" | "unmute" | "talk_start" | "talk_stop" | "status" |
+"dump_audio"}`. Reply: `{"ok": true, ...}` or `{"ok": false, "error": "..."}`, one line each.
+Commands become the same `Command` events the buttons produce and go through the state machine;
+`status` returns the snapshot the main thread last published (never the key); `dump_audio` writes
+the debug recording and replies with the files (the service's `dump_audio`).
 """
 from __future__ import annotations
 
@@ -24,17 +25,33 @@ log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES: Final = 4096
 SOCKET_MODE: Final = 0o660
+TIMEOUT: Final = 3.0
+# `dump_audio` waits for files to be written: the service gives up after DUMP_AUDIO_TIMEOUT and
+# the client waits a little longer, so it reads that answer rather than timing out first.
+DUMP_AUDIO_TIMEOUT: Final = 20.0
+CLIENT_TIMEOUTS: Final = {"dump_audio": DUMP_AUDIO_TIMEOUT + 5.0}
+OTHER_COMMANDS: Final = ("status", "dump_audio")
+
+
+def _no_dump_audio() -> dict[str, Any]:
+    return {"ok": False, "error": "dump_audio is not available here"}
 
 
 class ControlServer(OwnedThread):
-    """Serves the control socket on its own thread; commands are only enqueued as events."""
+    """Serves the control socket on its own thread; commands are only enqueued as events.
+
+    `status` and `dump_audio` are called on this thread and return the whole reply; `dump_audio`
+    may block it (up to DUMP_AUDIO_TIMEOUT) while the dump is written, other clients wait meanwhile.
+    """
 
     def __init__(self, path: Path, on_event: Callable[[Event], None],
-                 status: Callable[[], dict[str, Any]]) -> None:
+                 status: Callable[[], dict[str, Any]],
+                 dump_audio: Callable[[], dict[str, Any]] = _no_dump_audio) -> None:
         super().__init__("control-socket")
         self.path = path
         self.on_event = on_event
         self.status = status
+        self.dump_audio = dump_audio
         self.requests = 0
         self.bad_requests = 0
         self._sock: socket.socket | None = None
@@ -130,17 +147,24 @@ class ControlServer(OwnedThread):
             cmd = None
         if cmd == "status":
             return {"ok": True, "status": self.status()}
+        if cmd == "dump_audio":
+            return self.dump_audio()
         if cmd in COMMAND_NAMES:
             self.on_event(Command(cmd))
             return {"ok": True, "cmd": cmd}
         self.bad_requests += 1
         if self.bad_requests == 1:
             log.warning("bad control request %r; further ones are only counted", line[:80])
-        return {"ok": False, "error": f"unknown command; use one of {', '.join((*COMMAND_NAMES, 'status'))}"}
+        return {"ok": False, "error": f"unknown command; use one of {', '.join((*COMMAND_NAMES, *OTHER_COMMANDS))}"}
 
 
-def send_command(path: Path, cmd: str, timeout: float = 3.0) -> dict[str, Any]:
-    """Client side (`atoms-appliance ctl`): send one command, return the reply."""
+def send_command(path: Path, cmd: str, timeout: float | None = None) -> dict[str, Any]:
+    """Client side (`atoms-appliance ctl`): send one command, return the reply.
+
+    `timeout` defaults to TIMEOUT, longer for commands that write files (CLIENT_TIMEOUTS).
+    """
+    if timeout is None:
+        timeout = CLIENT_TIMEOUTS.get(cmd, TIMEOUT)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         sock.connect(str(path))

@@ -2,9 +2,10 @@
 
 When echo cancellation misbehaves in the field, the three streams side by side say why (a late
 reference, a clipping mic, a speaker louder than the canceller can follow). Enabled by the
-ATOMS_DEBUG_RECORD_DIR setting; `dump` (on a signal, a control command, or at exit) writes the
-three WAV files there. Memory is fixed: one ring per stream, `seconds * rate` 16-bit samples each
-(30 s at 16 + 16 + 48 kHz is ~4.8 MB).
+ATOMS_DEBUG_RECORD_DIR setting; `dump` writes the three WAV files there: at exit (the service
+itself), and on SIGUSR1, `ctl dump-audio` or a lost device through `device.debug_dump.DebugDumper`,
+which does it off the main thread. Memory is fixed: one ring per stream, `seconds * rate` 16-bit
+samples each (30 s at 16 + 16 + 48 kHz is ~4.8 MB; dumping that takes ~4 ms on an x86 host).
 """
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import logging
 import os
 import tempfile
 import threading
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 
@@ -25,6 +27,25 @@ DEFAULT_RATE: Final = 16000   # the rate of an empty file, for a stream that nev
 RAW_FILE: Final = "mic-raw.wav"
 PROCESSED_FILE: Final = "mic-processed.wav"
 REFERENCE_FILE: Final = "reference.wav"
+
+
+@dataclass(frozen=True)
+class DumpedFile:
+    """One WAV file a dump wrote: which stream, where, and how much audio it holds."""
+
+    stream: str        # "raw", "processed" or "reference"
+    path: Path
+    sample_rate: int
+    samples: int
+
+    @property
+    def seconds(self) -> float:
+        return self.samples / self.sample_rate
+
+    def as_dict(self) -> dict[str, Any]:
+        """For JSON (the `ctl dump-audio` reply)."""
+        return {"stream": self.stream, "path": str(self.path), "seconds": round(self.seconds, 3),
+                "sample_rate": self.sample_rate}
 
 
 class _Ring:
@@ -67,14 +88,17 @@ class _Ring:
             self._pos = end % cap
             self._filled = min(cap, self._filled + n)
 
-    def snapshot(self) -> tuple[bytes, int]:
-        """The buffered audio, oldest first, and its rate (0 if nothing was written)."""
+    def snapshot(self) -> tuple[np.ndarray, int]:
+        """A copy of the buffered audio, oldest first, and its rate (0 if nothing was written)."""
         with self._lock:
+            # One copy while the writer waits: ~0.2 ms for 30 s at 48 kHz, ~8 ms for 600 s.
             if self._filled < len(self._buf):
-                data = self._buf[:self._filled].tobytes()   # not wrapped yet: it starts at 0
-            else:
-                data = self._buf[self._pos:].tobytes() + self._buf[:self._pos].tobytes()
-            return data, self._rate
+                return self._buf[:self._filled].copy(), self._rate   # not wrapped yet: starts at 0
+            return np.concatenate((self._buf[self._pos:], self._buf[:self._pos])), self._rate
+
+    def held_seconds(self) -> float:
+        with self._lock:
+            return self._filled / self._rate if self._rate else 0.0
 
 
 class DebugRecorder:
@@ -107,28 +131,39 @@ class DebugRecorder:
         """What the speaker was given (playback thread)."""
         self._reference.write(pcm, rate)
 
-    def dump(self) -> list[Path]:
-        """Write mic-raw.wav, mic-processed.wav and reference.wav (16-bit mono) into `directory`.
+    def held_seconds(self) -> float:
+        """Seconds of audio in the longest stream (any thread)."""
+        return max(ring.held_seconds() for ring in (self._raw, self._processed, self._reference))
 
-        Each file is written under a temporary name and renamed, so a reader never sees half a file.
-        A stream that never saw audio gives an empty WAV. Returns the paths written.
+    def dump(self, directory: Path | None = None, reason: str = "") -> list[DumpedFile]:
+        """Write mic-raw.wav, mic-processed.wav and reference.wav (16-bit mono) into `directory`
+        (default: the recorder's own); `reason` only goes into the log line.
+
+        Any thread, while the audio threads keep writing: the three rings are copied back to back
+        first (so the streams end within a millisecond of each other, as the echo canceller saw
+        them), then written. Each file is written under a temporary name in the same directory and
+        renamed, so a reader never sees half a file. Dumps are serialised. A stream that never saw
+        audio gives an empty WAV. Raises OSError if the directory cannot be written.
         """
+        directory = self.directory if directory is None else Path(directory)
         with self._dump_lock:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            paths = []
-            for ring, name in ((self._raw, RAW_FILE), (self._processed, PROCESSED_FILE),
-                               (self._reference, REFERENCE_FILE)):
-                data, rate = ring.snapshot()
-                path = self.directory / name
-                fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=self.directory)
+            snapshots = [(ring.name, name, *ring.snapshot()) for ring, name in (
+                (self._raw, RAW_FILE), (self._processed, PROCESSED_FILE), (self._reference, REFERENCE_FILE))]
+            directory.mkdir(parents=True, exist_ok=True)
+            written = []
+            for stream, name, data, rate in snapshots:
+                for stale in directory.glob(f".{name}.*"):   # left by a process killed mid-dump
+                    stale.unlink(missing_ok=True)
+                path = directory / name
+                fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=directory)
                 os.close(fd)
                 try:
-                    write_wav_mono16(tmp, data, rate or DEFAULT_RATE)
+                    write_wav_mono16(tmp, data.data.cast("B"), rate or DEFAULT_RATE)
                     os.replace(tmp, path)
                 except BaseException:
                     Path(tmp).unlink(missing_ok=True)
                     raise
-                paths.append(path)
-            log.info("debug recording written to %s (%s)", self.directory,
-                     ", ".join(f"{p.name} {p.stat().st_size} B" for p in paths))
-            return paths
+                written.append(DumpedFile(stream, path, rate or DEFAULT_RATE, len(data)))
+            log.info("debug recording%s written to %s: %s", f" ({reason})" if reason else "", directory,
+                     ", ".join(f"{f.path.name} {f.seconds:.1f} s" for f in written))
+            return written

@@ -2,6 +2,8 @@
 
 Everything else only enqueues events here: buttons (gpiozero's thread), the control socket, the
 session client's connection thread, the audio threads (hardware lost/back) and signal handlers.
+Debug recordings (SIGUSR1, `ctl dump-audio`, a lost device) are enqueued to the dumper's thread
+instead: they are file I/O, not state.
 """
 from __future__ import annotations
 
@@ -11,11 +13,15 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import CancelledError
+from types import FrameType
 from typing import Any, Final
 
 from device import state_machine
 from device.buffers import JitterBuffer, UplinkQueue
-from device.control import ControlServer
+from device.control import DUMP_AUDIO_TIMEOUT, ControlServer
+from device.debug_dump import HARDWARE_LOST_DIR, MIN_OUTAGE_SECONDS, DebugDumper
+from device.debug_record import DebugRecorder
 from device.dsp import make_capture_dsp
 from device.earcons import earcon_pcm
 from device.events import (
@@ -25,6 +31,7 @@ from device.events import (
     Disconnect,
     Event,
     FlushPlayback,
+    HardwareLost,
     LedState,
     MachineConfig,
     MachineState,
@@ -135,11 +142,13 @@ class ApplianceService:
         self.uplink = UplinkQueue(max(1, settings.uplink_queue_ms // UPLINK_CHUNK_MS))
         rate = settings.sample_rate
         self.jitter = JitterBuffer(int(settings.jitter_buffer_seconds * rate * 2))
-        self.recorder = None
+        self.recorder: DebugRecorder | None = None
+        self.dumper: DebugDumper | None = None
+        self.ignored_dump_signals = 0   # SIGUSR1 with recording off (the handler only counts)
+        self._warned_dump_signals = 0
         if settings.debug_record_dir is not None:
-            from device.debug_record import DebugRecorder
-
             self.recorder = DebugRecorder(settings.debug_record_dir, settings.debug_record_seconds)
+            self.dumper = DebugDumper(self.recorder)
         self.dsp = make_capture_dsp(settings.aec, settings.noise_suppression, settings.auto_gain_dbfs,
                                     recorder=self.recorder)
         self.pipeline = AudioPipeline(self.backend, self.dsp, self.uplink, self.jitter, self.post,
@@ -148,7 +157,7 @@ class ApplianceService:
                                       jitter_seconds=settings.jitter_buffer_seconds)
         self.session = SessionClient(session_config(settings), self.uplink, self._session_event,
                                      self.jitter.push, self._transcript, clock=self.clock)
-        self.control = ControlServer(settings.control_socket, self.post, self.status)
+        self.control = ControlServer(settings.control_socket, self.post, self.status, self.dump_audio)
         self.state = MachineState()
         self.leds = LedState()
         self.transcripts: list[tuple[str, str]] = []
@@ -189,17 +198,46 @@ class ApplianceService:
     def request_stop(self) -> None:
         self.post(Shutdown())
 
+    def dump_audio(self) -> dict[str, Any]:
+        """`ctl dump-audio` (the control thread): write the debug recording now, wait for it and
+        reply with the files; an error reply when recording is off or the dump fails."""
+        if self.dumper is None or self.recorder is None:
+            return {"ok": False, "error": "debug recording is off: set ATOMS_DEBUG_RECORD_DIR (or "
+                    "debug_record_dir in config.toml) to a writable directory and restart the service"}
+        try:
+            files = self.dumper.request("ctl dump-audio").result(DUMP_AUDIO_TIMEOUT)
+        except TimeoutError:
+            return {"ok": False, "error": f"the dump did not finish within {DUMP_AUDIO_TIMEOUT:g} s; "
+                    "it goes on, see the log"}
+        except CancelledError:
+            return {"ok": False, "error": "the service is stopping"}
+        except Exception as exc:  # noqa: BLE001 - logged by the dumper; the control thread must go on
+            return {"ok": False, "error": f"cannot write the debug recording to {self.recorder.directory}: {exc}"}
+        return {"ok": True, "cmd": "dump_audio", "directory": str(self.recorder.directory),
+                "files": [f.as_dict() for f in files]}
+
+    def _on_dump_signal(self, signum: int, frame: FrameType | None) -> None:
+        # A signal handler: only enqueue (SimpleQueue.put is reentrant) or count, never write files.
+        if self.dumper is not None:
+            self.dumper.request(signal.Signals(signum).name)
+        else:
+            self.ignored_dump_signals += 1   # warned about by the main loop (`_tick`)
+
     # -- main thread ------------------------------------------------------------------------
     def _install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, lambda *_: self.post(Shutdown()))
         signal.signal(signal.SIGINT, lambda *_: self.post(Shutdown()))
         signal.signal(signal.SIGHUP, lambda *_: self.post(Reload()))
+        # Installed even with recording off: SIGUSR1's default action would kill the service.
+        signal.signal(signal.SIGUSR1, self._on_dump_signal)
 
     def start(self) -> None:
         """Bring up audio, the control socket and the controls (no network needed for any)."""
         if self.install_signals and threading.current_thread() is threading.main_thread():
             self._install_signal_handlers()
         self.control.bind()
+        if self.dumper is not None:
+            self.dumper.start()
         self.pipeline.start()
         self.session.start()
         self.control.start()
@@ -230,8 +268,22 @@ class ApplianceService:
 
     def handle(self, event: Event) -> None:
         self.post_observer("event", {"event": type(event).__name__})
+        had_faults = bool(self.state.hardware_faults)
         transition = state_machine.step(self.config, self.state, event)
         self._apply(transition.state, transition.actions)
+        if isinstance(event, HardwareLost) and not had_faults and self.state.hardware_faults:
+            self._dump_for_outage(event)
+
+    def _dump_for_outage(self, event: HardwareLost) -> None:
+        """Keep the audio leading up to a lost device: once per outage (from the first lost device
+        until all are back), into its own folder, by the dumper's thread (this only enqueues)."""
+        if self.dumper is None or self.recorder is None:
+            return
+        held = self.recorder.held_seconds()
+        if held < MIN_OUTAGE_SECONDS:
+            log.info("only %.2f s of audio recorded: no debug recording for this outage", held)
+            return
+        self.dumper.request(f"{event.device} lost", self.recorder.directory / HARDWARE_LOST_DIR)
 
     def _apply(self, new_state: MachineState, actions: tuple[Action, ...]) -> None:
         old = self.state
@@ -285,6 +337,10 @@ class ApplianceService:
     def _tick(self) -> None:
         now = time.monotonic()
         self._publish_status()  # counters in `ctl status` stay current during a steady call
+        if self.ignored_dump_signals != self._warned_dump_signals:
+            self._warned_dump_signals = self.ignored_dump_signals
+            log.warning("SIGUSR1: debug recording is off, nothing to write; set ATOMS_DEBUG_RECORD_DIR "
+                        "(or debug_record_dir in config.toml) and restart the service")
         if self.watchdog_interval is not None and now >= self._next_watchdog:
             self._next_watchdog = now + self.watchdog_interval
             # Vouch for the device only while the audio threads make progress: a stuck capture or
@@ -368,9 +424,13 @@ class ApplianceService:
             self.session.wait_closed(1.5)
         self.session.stop()
         self.control.stop()
+        if self.dumper is not None:
+            self.dumper.stop()   # before joining the control thread, which may wait for a dump
         self.pipeline.stop()
         self.session.join()
         self.control.join()
+        if self.dumper is not None:
+            self.dumper.join()
         self.pipeline.join()
         try:
             self.controls.show(LedState())
@@ -382,7 +442,10 @@ class ApplianceService:
         if callable(close):
             close()
         if self.recorder is not None:
-            self.recorder.dump()
+            try:
+                self.recorder.dump(reason="exit")
+            except OSError as exc:   # a full or read-only disk must not skip the stats and the exit
+                log.error("cannot write the debug recording to %s: %s", self.recorder.directory, exc)
         self.write_stats()
         self.notifier.close()
         log.info("stopped")

@@ -24,8 +24,8 @@ def read_wav_mono16(path: str | Path, target_rate: int) -> bytes:
     return np.asarray(data, dtype="<i2").tobytes()
 
 
-def write_wav_mono16(path: str | Path, pcm: bytes, sample_rate: int) -> None:
-    """Write PCM16 LE mono bytes as a WAV file."""
+def write_wav_mono16(path: str | Path, pcm: bytes | bytearray | memoryview, sample_rate: int) -> None:
+    """Write PCM16 LE mono bytes (or a byte view of them: no copy) as a WAV file."""
     with wave.open(str(path), "wb") as wav:
         wav.setnchannels(1)
         wav.setsampwidth(2)

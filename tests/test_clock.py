@@ -91,7 +91,7 @@ def test_a_waiter_catches_up_as_the_laggard_advances() -> None:
 
 
 def test_an_interrupt_ends_a_wait() -> None:
-    leader, laggard = _registered_pair()
+    leader, _laggard = _registered_pair()   # the laggard never moves: only the interrupt ends the wait
     stop = threading.Event()
     result: list[bool] = []
     done = threading.Event()

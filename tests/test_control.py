@@ -1,14 +1,18 @@
 """The control socket: JSON lines, mode 0660, commands become events, status never has the key."""
 from __future__ import annotations
 
+import json
 import os
 import queue
 import stat
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from device.control import ControlServer, send_command
+from device.cli import main as cli_main
+from device.control import DUMP_AUDIO_TIMEOUT, ControlServer, send_command
 from device.events import Command, Event
 
 
@@ -62,3 +66,75 @@ def test_refuses_to_replace_a_regular_file(tmp_path: Path) -> None:
     path.write_text("not a socket")
     with pytest.raises(OSError, match="not a socket"):
         ControlServer(path, lambda e: None, dict).bind()
+
+
+# -- dump_audio: the reply is the service's, built on the control thread ----------------------------
+DUMPED = {"ok": True, "cmd": "dump_audio", "directory": "/rec",
+          "files": [{"stream": "raw", "path": "/rec/mic-raw.wav", "seconds": 30.0, "sample_rate": 16000}]}
+OFF = {"ok": False, "error": "debug recording is off: set ATOMS_DEBUG_RECORD_DIR"}
+
+
+@pytest.fixture
+def dump_server(tmp_path: Path):  # type: ignore[no-untyped-def]
+    replies: list[dict[str, Any]] = [DUMPED]
+    calls: list[str] = []
+
+    def dump_audio() -> dict[str, Any]:
+        calls.append(threading.current_thread().name)
+        return replies[0]
+
+    srv = ControlServer(tmp_path / "c.sock", lambda e: None, dict, dump_audio)
+    srv.bind()
+    srv.start()
+    yield srv, replies, calls
+    srv.stop()
+    assert srv.join(3)
+
+
+def test_dump_audio_replies_with_what_the_service_wrote(dump_server) -> None:  # type: ignore[no-untyped-def]
+    srv, _, calls = dump_server
+    assert send_command(srv.path, "dump_audio") == DUMPED
+    assert calls == ["control-socket"] and srv.bad_requests == 0
+
+
+def test_without_a_dump_callback_dump_audio_is_refused() -> None:
+    reply = ControlServer(Path("/nonexistent.sock"), lambda e: None, dict).handle(b'{"cmd": "dump_audio"}')
+    assert reply["ok"] is False and "not available" in reply["error"]
+
+
+def test_unknown_command_error_lists_dump_audio(server) -> None:  # type: ignore[no-untyped-def]
+    srv, _ = server
+    assert "dump_audio" in send_command(srv.path, "dump-it-all")["error"]
+
+
+def test_ctl_dump_audio_prints_the_files_and_exits_0(dump_server, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    srv, _, _ = dump_server
+    assert cli_main(["ctl", "dump-audio", "--socket", str(srv.path)]) == 0
+    assert json.loads(capsys.readouterr().out) == DUMPED
+
+
+def test_ctl_dump_audio_with_recording_off_exits_1(dump_server, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    srv, replies, _ = dump_server
+    replies[0] = OFF
+    assert cli_main(["ctl", "dump-audio", "--socket", str(srv.path)]) == 1
+    assert json.loads(capsys.readouterr().out) == OFF
+
+
+def test_the_client_waits_for_a_slow_dump(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from device import control
+
+    monkeypatch.setattr(control, "TIMEOUT", 0.1)   # what a quick command may take, scaled down
+
+    def slow_dump() -> dict[str, Any]:
+        threading.Event().wait(0.5)   # a dump on a slow SD card, scaled down
+        return DUMPED
+
+    srv = ControlServer(tmp_path / "c.sock", lambda e: None, dict, slow_dump)
+    srv.bind()
+    srv.start()
+    try:
+        assert send_command(srv.path, "dump_audio") == DUMPED
+    finally:
+        srv.stop()
+        assert srv.join(3)
+    assert control.CLIENT_TIMEOUTS["dump_audio"] > DUMP_AUDIO_TIMEOUT

@@ -235,16 +235,20 @@ def test_session_frame_handling(sequence: list[tuple[str | bytes, bool]]) -> Non
 control_lines: st.SearchStrategy[bytes] = st.one_of(
     st.binary(max_size=300),
     json_values.map(lambda v: json.dumps(v).encode()),
-    st.dictionaries(st.just("cmd"), json_values | st.sampled_from([*COMMAND_NAMES, "status"]),
+    st.dictionaries(st.just("cmd"), json_values | st.sampled_from([*COMMAND_NAMES, "status", "dump_audio"]),
                     min_size=1).map(lambda d: json.dumps(d).encode()),
-    st.sampled_from([*COMMAND_NAMES, "status"]).map(lambda c: json.dumps({"cmd": c}).encode()),
+    st.sampled_from([*COMMAND_NAMES, "status", "dump_audio"]).map(lambda c: json.dumps({"cmd": c}).encode()),
     st.integers(1, 4000).map(lambda depth: b"[" * depth),
     st.integers(1, 2000).map(lambda depth: b'{"cmd":' * depth),
 )
 
 
+DUMP_REPLY = {"ok": True, "cmd": "dump_audio", "files": []}
+
+
 def control_server(events: list[Event]) -> ControlServer:
-    return ControlServer(Path("/nonexistent/control.sock"), events.append, lambda: {"call_state": "idle"})
+    return ControlServer(Path("/nonexistent/control.sock"), events.append, lambda: {"call_state": "idle"},
+                         lambda: DUMP_REPLY)
 
 
 @settings(max_examples=400, deadline=None, database=None)
@@ -261,6 +265,7 @@ def test_control_handle_answers_anything(line: bytes) -> None:
     cmd = json.loads(line)["cmd"]
     assert server.bad_requests == 0
     assert (events, reply) == (([], {"ok": True, "status": {"call_state": "idle"}}) if cmd == "status"
+                               else ([], DUMP_REPLY) if cmd == "dump_audio"
                                else ([Command(cmd)], {"ok": True, "cmd": cmd}))
 
 

@@ -28,8 +28,8 @@ def test_ring_keeps_only_the_last_seconds(tmp_path: Path) -> None:
     rec = DebugRecorder(tmp_path, seconds=0.5)
     for i in range(200):                        # 2 s of 10 ms frames at 16 kHz
         rec.raw(_ramp(i * 160, 160).tobytes(), 16000)
-    paths = rec.dump()
-    assert [p.name for p in paths] == ["mic-raw.wav", "mic-processed.wav", "reference.wav"]
+    files = rec.dump()
+    assert [f.path.name for f in files] == ["mic-raw.wav", "mic-processed.wav", "reference.wav"]
     data, rate = _read(tmp_path / "mic-raw.wav")
     assert rate == 16000
     np.testing.assert_array_equal(data, _ramp(200 * 160 - 8000, 8000))
@@ -119,10 +119,52 @@ def test_dump_while_the_audio_threads_write(tmp_path: Path) -> None:
     with ThreadPoolExecutor(max_workers=1) as pool:
         writing = pool.submit(writer)
         for _ in range(5):
-            for path in rec.dump():
-                data, _ = _read(path)
+            for dumped in rec.dump():
+                data, _ = _read(dumped.path)
                 assert len(data) <= 3200
         writing.result(timeout=30)   # re-raises anything the writer thread raised
-    data, _ = _read(rec.dump()[0])
+    data, _ = _read(rec.dump()[0].path)
     assert len(data) == 3200 and data.tobytes() == frame * 20
     assert FRAME_BYTES == len(frame)
+
+
+def test_dump_reports_each_file_with_its_length(tmp_path: Path) -> None:
+    rec = DebugRecorder(tmp_path, seconds=1.0)
+    rec.raw(_ramp(0, 4000).tobytes(), 16000)
+    rec.reference(_ramp(0, 12000).tobytes(), 48000)
+    files = rec.dump()
+    assert [(f.stream, f.sample_rate, f.samples, f.seconds) for f in files] == [
+        ("raw", 16000, 4000, 0.25), ("processed", 16000, 0, 0.0), ("reference", 48000, 12000, 0.25)]
+    assert files[2].as_dict() == {"stream": "reference", "path": str(tmp_path / "reference.wav"),
+                                  "seconds": 0.25, "sample_rate": 48000}
+    assert rec.held_seconds() == 0.25
+
+
+def test_dump_into_another_directory_leaves_the_recorder_directory_alone(tmp_path: Path) -> None:
+    rec = DebugRecorder(tmp_path / "rec", seconds=1.0)
+    rec.processed(_ramp(7, 320).tobytes(), 16000)
+    files = rec.dump(tmp_path / "rec" / "elsewhere")
+    assert {f.path.parent for f in files} == {tmp_path / "rec" / "elsewhere"}
+    assert not (tmp_path / "rec" / "mic-processed.wav").exists()
+    np.testing.assert_array_equal(_read(files[1].path)[0], _ramp(7, 320))
+
+
+def test_dump_removes_temporary_files_a_killed_process_left(tmp_path: Path) -> None:
+    (tmp_path / ".mic-raw.wav.abc123").write_bytes(b"half a file")
+    rec = DebugRecorder(tmp_path, seconds=1.0)
+    rec.dump()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mic-processed.wav", "mic-raw.wav",
+                                                           "reference.wav"]
+
+
+def test_a_failed_dump_leaves_no_temporary_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from device import debug_record
+
+    def disk_full(path: object, pcm: bytes, rate: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(debug_record, "write_wav_mono16", disk_full)
+    rec = DebugRecorder(tmp_path, seconds=1.0)
+    with pytest.raises(OSError, match="No space"):
+        rec.dump()
+    assert list(tmp_path.iterdir()) == []

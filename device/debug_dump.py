@@ -1,0 +1,110 @@
+"""Debug recordings on demand: SIGUSR1, `ctl dump-audio` and a lost device ask; one thread writes.
+
+A dump copies the recorder's rings and writes ~5 MB of WAV (30 s at 16 + 16 + 48 kHz: ~4 ms on
+an x86 host into the page cache; 96 MB for the 600 s maximum: 90-380 ms; more on a Pi's SD card),
+so neither the main loop nor a signal handler does it: they only enqueue a request (~5 us), and
+`DebugDumper`'s thread writes.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from device.debug_record import DebugRecorder, DumpedFile
+from device.threads import OwnedThread
+
+log = logging.getLogger(__name__)
+
+# A lost device's recording goes to its own folder, so a later dump (`ctl dump-audio`, SIGUSR1,
+# the one at exit) does not overwrite the audio leading up to the unplug.
+HARDWARE_LOST_DIR: Final = "hardware-lost"
+# A device lost with less audio than this recorded (absent at boot) gets no dump: it would only
+# overwrite the last outage's recording with next to nothing.
+MIN_OUTAGE_SECONDS: Final = 1.0
+
+
+@dataclass(frozen=True)
+class _Request:
+    reason: str
+    directory: Path | None   # None: the recorder's own directory
+    future: Future[list[DumpedFile]]
+
+
+class DebugDumper(OwnedThread):
+    """Writes the debug recorder's WAV files on its own thread ("debug-dump").
+
+    `request` may be called from any thread and from a signal handler: it only creates a Future and
+    puts it on a `queue.SimpleQueue`, whose `put` is reentrant. Requests that wait together are
+    served by one dump per directory. A failed dump (a full or read-only disk) is logged and set on
+    the futures; the thread goes on. `stop` cancels the requests not yet started.
+    """
+
+    def __init__(self, recorder: DebugRecorder) -> None:
+        super().__init__("debug-dump")
+        self.recorder = recorder
+        self.requested = 0   # requests made (diagnostics and tests: not atomic across threads)
+        self.dumps = 0       # dumps written (this thread)
+        self.failures = 0
+        self._requests: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+
+    def request(self, reason: str, directory: Path | None = None) -> Future[list[DumpedFile]]:
+        """Ask for a dump into `directory` (default: the recorder's); the Future gets the files."""
+        future: Future[list[DumpedFile]] = Future()
+        self.requested += 1
+        self._requests.put(_Request(reason, directory, future))
+        return future
+
+    def stop(self) -> None:
+        super().stop()
+        self._requests.put(None)   # wake the thread now
+
+    def run(self) -> None:
+        try:
+            while not self.stopping.is_set():
+                first = self._requests.get()
+                batch = [first]
+                while True:
+                    try:
+                        batch.append(self._requests.get_nowait())
+                    except queue.Empty:
+                        break
+                if not self.stopping.is_set():
+                    self._serve([r for r in batch if r is not None])
+                else:
+                    self._cancel(batch)
+        finally:
+            while True:
+                try:
+                    self._cancel([self._requests.get_nowait()])
+                except queue.Empty:
+                    break
+
+    @staticmethod
+    def _cancel(batch: list[_Request | None]) -> None:
+        for r in batch:
+            if r is not None:
+                r.future.cancel()
+
+    def _serve(self, batch: list[_Request]) -> None:
+        groups: dict[Path | None, list[_Request]] = {}
+        for r in batch:
+            if r.future.set_running_or_notify_cancel():
+                groups.setdefault(r.directory, []).append(r)
+        for directory, requests in groups.items():
+            reasons = ", ".join(dict.fromkeys(r.reason for r in requests))
+            try:
+                files = self.recorder.dump(directory, reasons)
+            except Exception as exc:   # OSError mostly: the thread must survive to serve the next
+                self.failures += 1
+                log.error("debug recording (%s) to %s failed: %s", reasons,
+                          directory or self.recorder.directory, exc, exc_info=not isinstance(exc, OSError))
+                for r in requests:
+                    r.future.set_exception(exc)
+                continue
+            self.dumps += 1
+            for r in requests:
+                r.future.set_result(files)

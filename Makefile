@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-DEB_PACKAGES := python3-venv python3-dev gcc libasound2-dev alsa-utils espeak-ng sox systemd
+DEB_PACKAGES := python3-venv python3-dev gcc libasound2-dev alsa-utils espeak-ng sox systemd shellcheck
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test test-faults test-hardware bench lint deps venv clean soak

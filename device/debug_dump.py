@@ -25,6 +25,9 @@ HARDWARE_LOST_DIR: Final = "hardware-lost"
 # A device lost with less audio than this recorded (absent at boot) gets no dump: it would only
 # overwrite the last outage's recording with next to nothing.
 MIN_OUTAGE_SECONDS: Final = 1.0
+# At most one outage recording per this many seconds: a USB device that keeps dropping out would
+# otherwise rewrite ~5 MB on the SD card every few seconds (the folder keeps only the latest).
+OUTAGE_DUMP_INTERVAL: Final = 300.0
 
 
 @dataclass(frozen=True)

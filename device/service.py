@@ -20,7 +20,7 @@ from typing import Any, Final
 from device import state_machine
 from device.buffers import JitterBuffer, UplinkQueue
 from device.control import DUMP_AUDIO_TIMEOUT, ControlServer
-from device.debug_dump import HARDWARE_LOST_DIR, MIN_OUTAGE_SECONDS, DebugDumper
+from device.debug_dump import HARDWARE_LOST_DIR, MIN_OUTAGE_SECONDS, OUTAGE_DUMP_INTERVAL, DebugDumper
 from device.debug_record import DebugRecorder
 from device.dsp import make_capture_dsp
 from device.earcons import earcon_pcm
@@ -145,6 +145,9 @@ class ApplianceService:
         self.recorder: DebugRecorder | None = None
         self.dumper: DebugDumper | None = None
         self.ignored_dump_signals = 0   # SIGUSR1 with recording off (the handler only counts)
+        self.outage_dump_interval = OUTAGE_DUMP_INTERVAL
+        self.skipped_outage_dumps = 0   # outages not recorded because the last recording is too recent
+        self._last_outage_dump: float | None = None
         self._warned_dump_signals = 0
         if settings.debug_record_dir is not None:
             self.recorder = DebugRecorder(settings.debug_record_dir, settings.debug_record_seconds)
@@ -283,6 +286,13 @@ class ApplianceService:
         if held < MIN_OUTAGE_SECONDS:
             log.info("only %.2f s of audio recorded: no debug recording for this outage", held)
             return
+        now = self.clock.monotonic()
+        if self._last_outage_dump is not None and now - self._last_outage_dump < self.outage_dump_interval:
+            self.skipped_outage_dumps += 1
+            log.info("%s lost: no debug recording (the last one is %.0f s old; at most one per %.0f s)",
+                     event.device, now - self._last_outage_dump, self.outage_dump_interval)
+            return
+        self._last_outage_dump = now
         self.dumper.request(f"{event.device} lost", self.recorder.directory / HARDWARE_LOST_DIR)
 
     def _apply(self, new_state: MachineState, actions: tuple[Action, ...]) -> None:
@@ -378,6 +388,7 @@ class ApplianceService:
             "connects": c.connects, "reconnects": c.reconnects, "sessions": c.sessions,
             "send_errors": c.send_errors, "auth_rejections": c.auth_rejections,
             "server_errors": c.server_errors, "stale_rate_chunks": c.stale_rate_chunks,
+            "outage_recordings_skipped": self.skipped_outage_dumps,
             "malformed": self.session.decoder.malformed,
             "jitter_overflow_bytes": self.jitter.overflow_bytes, "flushes": p.flushes,
             "periods_played": p.periods_played, "agent_periods_played": p.agent_periods_played,

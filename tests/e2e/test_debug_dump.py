@@ -17,10 +17,11 @@ import pytest
 
 from device.cli import main as cli_main
 from device.control import send_command
+from device.debug_dump import OUTAGE_DUMP_INTERVAL
 from device.events import HardwareBack, HardwareLost
 from device.service import ApplianceService
 from device.settings import load_settings
-from hw.clock import RealClock
+from hw.clock import RealClock, UnpacedClock
 from hw.fake_audio import FakeAudioBackend
 from hw.gpio import MockGpioControls
 from hw.wavio import write_wav_mono16
@@ -116,6 +117,7 @@ def test_a_lost_device_is_recorded_once_per_outage(start_sim, run_service, tmp_p
     service, counters = svc.service, svc.service.pipeline.counters
     dumper = service.dumper
     assert dumper is not None
+    service.outage_dump_interval = 0.0   # the rate limit has its own test below
     assert svc.wait_for(lambda: counters.frames_captured * 160 >= 1.2 * RATE)   # over MIN_OUTAGE_SECONDS
 
     backend.capture_plug.unplug()
@@ -146,7 +148,8 @@ def test_outage_recordings_follow_the_fault_set(tmp_path: Path) -> None:
                              audio_backend="fake", gpio_backend="none", earcons=False,
                              control_socket=tmp_path / "c.sock", state_dir=tmp_path / "state",
                              debug_record_dir=tmp_path / "rec")
-    svc = ApplianceService(settings, backend=FakeAudioBackend(), install_signals=False)
+    clock = UnpacedClock()
+    svc = ApplianceService(settings, backend=FakeAudioBackend(), install_signals=False, clock=clock)
     assert svc.dumper is not None and svc.recorder is not None
     try:
         svc.handle(HardwareLost("capture", "absent at boot"))
@@ -159,7 +162,16 @@ def test_outage_recordings_follow_the_fault_set(tmp_path: Path) -> None:
                       HardwareLost("playback"), HardwareLost("playback")]:
             svc.handle(event)
             requested.append(svc.dumper.requested)
+            clock.advance(OUTAGE_DUMP_INTERVAL / 4)
         assert requested == [1, 1, 1, 1, 1, 1, 2, 2]
+        # A device that keeps dropping out: at most one recording per OUTAGE_DUMP_INTERVAL.
+        svc.handle(HardwareBack("playback"))
+        svc.handle(HardwareLost("playback"))   # half an interval after the last recording
+        assert svc.dumper.requested == 2 and svc.skipped_outage_dumps == 1
+        clock.advance(OUTAGE_DUMP_INTERVAL * 3 / 4)   # now 1.25 intervals after it
+        svc.handle(HardwareBack("playback"))
+        svc.handle(HardwareLost("playback"))
+        assert svc.dumper.requested == 3 and svc.skipped_outage_dumps == 1
     finally:
         svc.shutdown()
     # The dumper thread never ran, so its requests wrote nothing; the exit dump wrote the files.

@@ -12,9 +12,11 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
+REPO = Path(__file__).resolve().parents[2]
 SKIP_NO_KERNEL = 77
 SKIP_NO_PACKAGE = 78
 
@@ -49,6 +51,10 @@ PROBE = textwrap.dedent(f"""
     f = rtc.AudioFrame(data=frame.tobytes(), sample_rate=16000, num_channels=1, samples_per_channel=160)
     apm.process_reverse_stream(f)
     apm.process_stream(f)
+    from device.apm import DirectApm   # our own FFI caller: a PyDLL function, no closures
+    direct = DirectApm()
+    direct.reverse(bytes(480), 24000)
+    assert len(direct.process(bytes(320))) == 320
     webrtc_noise_gain.AudioProcessor(0, 2).Process10ms(bytes(320))
     resampler = soxr.ResampleStream(16000, 24000, 1, dtype="int16")
     resampler.resample_chunk(frame)
@@ -61,7 +67,7 @@ PROBE = textwrap.dedent(f"""
 
 def test_dependencies_run_without_writable_executable_memory() -> None:
     result = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
-                            timeout=120, check=False)
+                            timeout=120, check=False, cwd=REPO)
     if result.returncode == SKIP_NO_KERNEL:
         pytest.skip(f"kernel without PR_SET_MDWE (Linux < 6.3): {result.stdout.strip()}")
     if result.returncode == SKIP_NO_PACKAGE:

@@ -40,6 +40,11 @@ INVALID_HANDLE: Final = 0
 # Rates the canceller is tested with. 44.1 kHz frames are 441 samples, and the native side only
 # promises whole 10 ms frames at the rates it knows.
 SUPPORTED_RATES: Final = frozenset({8000, 16000, 24000, 32000, 48000})
+# livekit releases whose FFI request `DirectApm` was checked against (tests/dsp/test_apm.py: the
+# audio is bit-identical to livekit's own methods). Another release gets the public API until that
+# test has passed on it and this tuple (and pyproject's bound) says so: a changed meaning of `size`
+# or `data_ptr` would make the native side write outside our buffer.
+TESTED_LIVEKIT: Final = ((1, 2),)
 
 
 class EchoCanceller(Protocol):
@@ -54,6 +59,12 @@ class EchoCanceller(Protocol):
     def reverse(self, frame: bytes | bytearray | memoryview, sample_rate: int) -> None:
         """One 10 ms speaker frame (mono PCM16 at `sample_rate`): the far-end reference."""
         ...
+
+
+def _bytes_view(frame: bytes | bytearray | memoryview) -> memoryview:
+    """`frame` as a flat byte view: `len` of an int16 view or array counts samples, not bytes."""
+    view = memoryview(frame)
+    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
 
 
 def _check(size: int, sample_rate: int) -> None:
@@ -84,16 +95,18 @@ class PublicApiApm:
         self._apm = _new_native_apm()
 
     def process(self, frame: bytes) -> bytes:
-        _check(len(frame), DSP_RATE)
+        view = _bytes_view(frame)
+        _check(view.nbytes, DSP_RATE)
         # A fresh bytearray-backed frame: the APM works in place on the frame's buffer.
-        audio = self._frame_type(bytearray(frame), DSP_RATE, 1, FRAME_SAMPLES)
+        audio = self._frame_type(bytearray(view), DSP_RATE, 1, FRAME_SAMPLES)
         self._apm.process_stream(audio)
         return bytes(audio.data.cast("B"))
 
     def reverse(self, frame: bytes | bytearray | memoryview, sample_rate: int) -> None:
-        _check(len(frame), sample_rate)
+        view = _bytes_view(frame)
+        _check(view.nbytes, sample_rate)
         # A private copy: the APM works in place, and the caller's buffer is not ours.
-        self._apm.process_reverse_stream(self._frame_type(bytearray(frame), sample_rate, 1, sample_rate // 100))
+        self._apm.process_reverse_stream(self._frame_type(bytearray(view), sample_rate, 1, sample_rate // 100))
 
 
 class _Request:
@@ -102,9 +115,11 @@ class _Request:
     def __init__(self, field: str, handle: int, sample_rate: int, ffi_pb2: Any) -> None:
         self.sample_rate = sample_rate
         self.buffer = bytearray(sample_rate // 100 * 2)
-        # The buffer's address goes into the request once; the bytearray is never resized, so the
-        # address stays valid for the request's whole life.
-        address = ctypes.addressof(ctypes.c_char.from_buffer(self.buffer))
+        # The buffer's address goes into the request once. This ctypes view holds an export of the
+        # bytearray for the request's whole life, so any resize raises BufferError instead of
+        # moving the memory the request points at.
+        self._pin = (ctypes.c_char * len(self.buffer)).from_buffer(self.buffer)
+        address = ctypes.addressof(self._pin)
         request = ffi_pb2.FfiRequest()
         body = getattr(request, field)
         body.apm_handle = handle
@@ -129,15 +144,23 @@ class DirectApm:
     kind = "livekit FFI, direct"
 
     def __init__(self) -> None:
+        from livekit.rtc import __version__ as livekit_version
         from livekit.rtc._ffi_client import FfiClient
         from livekit.rtc._proto import ffi_pb2
 
+        release = tuple(int(part) for part in livekit_version.split(".")[:2] if part.isdigit())
+        if release not in TESTED_LIVEKIT:
+            raise ImportError(f"livekit {livekit_version} is not one DirectApm was checked against "
+                              f"({', '.join(f'{major}.{minor}' for major, minor in TESTED_LIVEKIT)})")
         self._ffi_pb2 = ffi_pb2
         self._apm = _new_native_apm()   # keeps the native APM alive (freed with this object)
         self._handle = int(self._apm._ffi_handle.handle)
-        # The same shared library livekit loaded (dlopen returns the loaded one), as a PyDLL: the
-        # GIL stays held during the call. Nothing in an APM request calls back into Python.
-        library = ctypes.PyDLL(FfiClient.instance._ffi_lib._name)
+        # The very library livekit loaded (its dlopen handle), called as a PyDLL: the GIL stays held
+        # during the call. An APM request calls back into Python only on this same thread (a log
+        # line, through livekit's re-entrant ctypes callback); forwarded logs run on livekit's own
+        # threads and need nothing this call holds.
+        loaded = FfiClient.instance._ffi_lib
+        library = ctypes.PyDLL(loaded._name, handle=loaded._handle)
         self._call = library.livekit_ffi_request
         self._call.argtypes = [ctypes.c_char_p, ctypes.c_size_t,
                                ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_size_t)]
@@ -169,18 +192,20 @@ class DirectApm:
 
     def process(self, frame: bytes) -> bytes:
         request = self._capture
-        _check(len(frame), DSP_RATE)
-        request.buffer[:] = frame   # same length: the buffer is never reallocated
+        view = _bytes_view(frame)
+        _check(view.nbytes, DSP_RATE)
+        request.buffer[:] = view   # same length: never a resize (which the export would refuse)
         self._send(request, self._capture_out)
         return bytes(request.buffer)
 
     def reverse(self, frame: bytes | bytearray | memoryview, sample_rate: int) -> None:
-        _check(len(frame), sample_rate)
+        view = _bytes_view(frame)
+        _check(view.nbytes, sample_rate)
         request = self._reverse
         if request is None or request.sample_rate != sample_rate:
             request = self._reverse = _Request("apm_process_reverse_stream", self._handle, sample_rate,
                                                self._ffi_pb2)
-        request.buffer[:] = frame
+        request.buffer[:] = view
         self._send(request, self._reverse_out)
 
 

@@ -58,7 +58,8 @@ def pin_process(spec: str, task_dir: Path = Path("/proc/self/task")) -> frozense
     """Apply `spec` to the calling thread and every existing thread of the process.
 
     Returns the CPUs pinned to, or None when nothing was pinned. Never raises: a CPU that is not
-    available or a platform without affinity gets one log line and the service runs unpinned.
+    available, a platform without affinity, or a sandbox that refuses the system call (a systemd
+    `SystemCallFilter=` without `sched_setaffinity`) gets one log line and the service runs unpinned.
     """
     if not hasattr(os, "sched_setaffinity"):
         log.info("CPU affinity: not supported on this platform; not pinned")
@@ -69,10 +70,19 @@ def pin_process(spec: str, task_dir: Path = Path("/proc/self/task")) -> frozense
         log.error("ATOMS_CPU_AFFINITY=%s: %s; running unpinned (fix: use 'auto', 'off' or an available CPU)",
                   spec, exc)
         return None
+    except OSError as exc:
+        log.error("CPU affinity: cannot read the allowed CPUs (%s); running unpinned", exc)
+        return None
     if cpus is None:
         log.info("CPU affinity: not pinned (%s)", spec)
         return None
-    os.sched_setaffinity(0, cpus)   # the calling thread; threads it starts from now on inherit it
+    try:
+        os.sched_setaffinity(0, cpus)   # the calling thread; threads it starts from now on inherit it
+    except OSError as exc:
+        log.error("CPU affinity: pinning to CPU %s was refused (%s); running unpinned (fix: allow "
+                  "sched_setaffinity in the unit's SystemCallFilter=, or set ATOMS_CPU_AFFINITY=off)",
+                  ",".join(map(str, sorted(cpus))), exc)
+        return None
     moved = 0
     try:
         tids = [int(entry.name) for entry in task_dir.iterdir() if entry.name.isdigit()]

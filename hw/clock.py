@@ -169,7 +169,8 @@ class LockstepClock:
                         while member_id in members and min(members.values()) < now:
                             if interrupt is not None and interrupt.is_set():
                                 return False
-                            # The timeout only guards against a member that died without closing.
+                            # The timeout re-checks `interrupt` (setting it does not notify us). A
+                            # member that dies without closing blocks the others until stopped.
                             self._cond.wait(0.5)
                     finally:
                         del self._waiting[member_id]

@@ -6,6 +6,7 @@ import threading
 import pytest
 
 from hw.clock import LockstepClock, LockstepMember, UnpacedClock
+from tests.polling import wait_until
 
 STEP = 0.01
 STEPS = 2000
@@ -27,7 +28,7 @@ def _run_in_step(clock: LockstepClock, members: list[LockstepMember]) -> list[fl
             leads[index] = max(leads[index], me.monotonic() - min(others))
         me.unregister()   # as a device closes: the others must not wait for it any more
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(members))]
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(members))]
     for t in threads:
         t.start()
     for t in threads:
@@ -36,12 +37,12 @@ def _run_in_step(clock: LockstepClock, members: list[LockstepMember]) -> list[fl
     return leads
 
 
-def _registered_pair() -> tuple[LockstepMember, LockstepMember]:
+def _registered_pair() -> tuple[LockstepClock, LockstepMember, LockstepMember]:
     clock = LockstepClock(slack=0.1)
     leader, laggard = clock.member(), clock.member()
     leader.register()
     laggard.register()
-    return leader, laggard
+    return clock, leader, laggard
 
 
 @pytest.mark.parametrize("count", [2, 3])
@@ -65,7 +66,7 @@ def test_a_leader_waits_at_most_once_per_slack() -> None:
 
 
 def test_closing_the_slowest_member_releases_a_waiter() -> None:
-    leader, laggard = _registered_pair()
+    clock, leader, laggard = _registered_pair()
     done = threading.Event()
     result: list[bool] = []
 
@@ -73,17 +74,19 @@ def test_closing_the_slowest_member_releases_a_waiter() -> None:
         result.append(leader.sleep_until(1.0))
         done.set()
 
-    threading.Thread(target=lead).start()
-    assert not done.wait(0.05)   # waiting: the laggard is 1 s behind
+    threading.Thread(target=lead, daemon=True).start()
+    assert wait_until(lambda: clock.waits == 1)   # waiting: the laggard is 1 s behind
+    assert not done.is_set()
     laggard.unregister()
     assert done.wait(2)
     assert result == [True]
 
 
 def test_a_waiter_catches_up_as_the_laggard_advances() -> None:
-    leader, laggard = _registered_pair()
+    clock, leader, laggard = _registered_pair()
     done = threading.Event()
-    threading.Thread(target=lambda: (leader.sleep_until(0.5), done.set())).start()
+    threading.Thread(target=lambda: (leader.sleep_until(0.5), done.set()), daemon=True).start()
+    assert wait_until(lambda: clock.waits == 1)   # the leader waits before the laggard moves
     assert laggard.sleep_until(0.3)     # 0.2 s behind: the leader keeps waiting for a full catch-up
     assert not done.wait(0.05)
     assert laggard.sleep_until(0.5)     # caught up: the leader is released
@@ -91,7 +94,7 @@ def test_a_waiter_catches_up_as_the_laggard_advances() -> None:
 
 
 def test_an_interrupt_ends_a_wait() -> None:
-    leader, _laggard = _registered_pair()   # the laggard never moves: only the interrupt ends the wait
+    clock, leader, _laggard = _registered_pair()   # the laggard never moves: only the interrupt ends the wait
     stop = threading.Event()
     result: list[bool] = []
     done = threading.Event()
@@ -100,7 +103,8 @@ def test_an_interrupt_ends_a_wait() -> None:
         result.append(leader.sleep_until(1.0, stop))
         done.set()
 
-    threading.Thread(target=lead).start()
+    threading.Thread(target=lead, daemon=True).start()
+    assert wait_until(lambda: clock.waits == 1)   # really waiting before the interrupt
     stop.set()
     assert done.wait(2)
     assert result == [False]

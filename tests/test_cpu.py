@@ -85,3 +85,37 @@ def test_off_and_an_unavailable_cpu_leave_the_process_free() -> None:
     free = {"pinned": None, "main": allowed, "early": allowed, "late": allowed}
     assert _probe("off") == free
     assert _probe(str(max(allowed) + 64)) == free   # one log line, never a crash
+
+
+def test_a_sandbox_that_refuses_the_call_leaves_the_service_running_unpinned(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Under a seccomp filter without sched_setaffinity (SystemCallErrorNumber=EPERM) the call
+    fails with EPERM: one log line naming the fix, no exception."""
+    import logging
+
+    from device import cpu
+
+    def refused(pid: int, cpus: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(cpu.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.setattr(cpu.os, "sched_setaffinity", refused)
+    with caplog.at_level(logging.ERROR, logger="device.cpu"):
+        assert cpu.pin_process("auto") is None
+    assert "was refused" in caplog.text and "SystemCallFilter" in caplog.text
+
+    def unreadable(pid: int) -> set[int]:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(cpu.os, "sched_getaffinity", unreadable)
+    assert cpu.pin_process("auto") is None
+
+
+def test_the_unit_lets_the_service_pin_itself() -> None:
+    """The unit's syscall filter drops @resources, which holds sched_setaffinity: it must be allowed
+    again after that line (systemd applies SystemCallFilter= lines in order)."""
+    lines = [line.strip() for line in (REPO / "systemd" / "atoms-appliance.service").read_text().splitlines()]
+    filters = [line.split("=", 1)[1] for line in lines if line.startswith("SystemCallFilter=")]
+    deny = next(i for i, f in enumerate(filters) if f.startswith("~") and "@resources" in f)
+    assert any(i > deny and not f.startswith("~") and "sched_setaffinity" in f.split()
+               for i, f in enumerate(filters))

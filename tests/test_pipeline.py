@@ -15,6 +15,7 @@ from device.pipeline import AudioPipeline
 from hw.audio import AudioPlayback
 from hw.clock import ManualClock, UnpacedClock
 from hw.fake_audio import FakeAudioBackend, FakePlayback
+from tests.polling import wait_until
 
 AGENT_LEVEL = 8000
 
@@ -67,16 +68,6 @@ def running() -> Iterator[list[AudioPipeline]]:
     for p in started:
         p.stop()
         assert p.join(5)
-
-
-def wait_until(predicate, timeout: float = 5.0) -> bool:  # type: ignore[no-untyped-def]
-    """Wait on a condition that the unpaced threads reach in microseconds, bounded."""
-    done = threading.Event()
-    for _ in range(int(timeout * 1000)):
-        if predicate():
-            return True
-        done.wait(0.001)
-    return predicate()
 
 
 def step_until(clock: ManualClock, predicate, steps: int = 1000) -> bool:  # type: ignore[no-untyped-def]

@@ -15,7 +15,9 @@ REPO = Path(__file__).resolve().parents[2]
 UNIT_DIR = REPO / "systemd"
 MAIN = UNIT_DIR / "atoms-appliance.service"
 FAILED = UNIT_DIR / "atoms-appliance-failed.service"
-MAX_EXPOSURE = 1.5
+# 1.5 before the service pinned itself to one CPU; allowing sched_setaffinity (so @resources is not
+# wholly filtered) costs 0.1 in systemd-analyze's score. It can only move the service user's threads.
+MAX_EXPOSURE = 1.6
 
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
 needs_analyze = pytest.mark.skipif(

@@ -99,3 +99,30 @@ def test_make_apm_falls_back_to_the_public_api(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.undo()
     assert isinstance(make_apm(), DirectApm)
     assert isinstance(make_apm(direct=False), PublicApiApm)
+
+
+@pytest.mark.parametrize("make", [DirectApm, PublicApiApm])
+def test_int16_views_are_measured_in_bytes(make: type) -> None:
+    """`len` of an int16 view counts samples: 480 samples is 20 ms at 24 kHz, not 10 ms, and must be
+    refused; 240 int16 samples are a whole 10 ms frame and must be taken as such."""
+    apm = make()
+    with pytest.raises(ValueError, match="exactly 10 ms"):
+        apm.reverse(memoryview(np.zeros(480, dtype="<i2")), 24000)
+    apm.reverse(memoryview(np.zeros(240, dtype="<i2")), 24000)
+    assert apm.process(np.zeros(160, dtype="<i2")) == bytes(320)   # a silent frame stays silent
+
+
+def test_the_request_buffer_can_never_move() -> None:
+    apm = DirectApm()
+    with pytest.raises(BufferError):
+        apm._capture.buffer.extend(b"\0")   # would move the memory the request points at
+    assert len(apm.process(bytes(320))) == 320
+
+
+def test_an_untested_livekit_release_gets_the_public_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    import livekit.rtc
+
+    monkeypatch.setattr(livekit.rtc, "__version__", "9.9.0")
+    with pytest.raises(ImportError, match="not one DirectApm was checked against"):
+        DirectApm()
+    assert isinstance(make_apm(), PublicApiApm)

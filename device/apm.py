@@ -67,13 +67,19 @@ def _bytes_view(frame: bytes | bytearray | memoryview) -> memoryview:
     return view if view.format == "B" and view.ndim == 1 else view.cast("B")
 
 
-def _check(size: int, sample_rate: int) -> None:
+def frame_bytes(sample_rate: int) -> int:
+    """Bytes in one 10 ms PCM16 mono frame at `sample_rate` (ValueError for a rate not supported)."""
     if sample_rate not in SUPPORTED_RATES:
-        raise ValueError(f"the echo canceller takes exactly 10 ms frames at {sorted(SUPPORTED_RATES)} Hz, "
-                         f"not at {sample_rate} Hz")
-    if size != sample_rate // 100 * 2:
+        raise ValueError(f"echo reference rate {sample_rate} Hz is not supported; the canceller takes exactly "
+                         f"10 ms frames at {sorted(SUPPORTED_RATES)} Hz")
+    return sample_rate // 100 * 2
+
+
+def _check(size: int, sample_rate: int) -> None:
+    expected = frame_bytes(sample_rate)
+    if size != expected:
         raise ValueError(f"the echo canceller takes exactly 10 ms of mono PCM16 per call "
-                         f"({sample_rate // 100 * 2} bytes at {sample_rate} Hz), got {size} bytes")
+                         f"({expected} bytes at {sample_rate} Hz), got {size} bytes")
 
 
 def _new_native_apm() -> Any:
@@ -128,10 +134,15 @@ class _Request:
         body.sample_rate = sample_rate
         body.num_channels = 1
         self.data = request.SerializeToString()
+        self.data_len = len(self.data)
         success = ffi_pb2.FfiResponse()
         getattr(success, field).SetInParent()
         self.success = success.SerializeToString()
         self.field = field
+        # Where livekit puts its response: made once, passed by reference on every call.
+        self.response = ctypes.c_void_p()
+        self.response_len = ctypes.c_size_t()
+        self.response_args = (ctypes.byref(self.response), ctypes.byref(self.response_len))
 
 
 class DirectApm:
@@ -168,19 +179,17 @@ class DirectApm:
         self._drop = library.livekit_ffi_drop_handle
         self._drop.argtypes = [ctypes.c_uint64]
         self._drop.restype = ctypes.c_bool
+        # One request per direction (two threads), each with its own buffer and response slots.
         self._capture = _Request("apm_process_stream", self._handle, DSP_RATE, ffi_pb2)
         self._reverse: _Request | None = None
-        # Response pointer and length, one pair per direction (two threads).
-        self._capture_out = (ctypes.c_void_p(), ctypes.c_size_t())
-        self._reverse_out = (ctypes.c_void_p(), ctypes.c_size_t())
 
-    def _send(self, request: _Request, out: tuple[ctypes.c_void_p, ctypes.c_size_t]) -> None:
-        pointer, length = out
-        handle = self._call(request.data, len(request.data), ctypes.byref(pointer), ctypes.byref(length))
+    def _send(self, request: _Request) -> None:
+        handle = self._call(request.data, request.data_len, *request.response_args)
         if handle == INVALID_HANDLE:
             raise RuntimeError(f"livekit refused the {request.field} request (its log says why)")
+        length = request.response_len.value
         try:
-            response = ctypes.string_at(pointer.value or 0, length.value) if length.value else b""
+            response = ctypes.string_at(request.response.value or 0, length) if length else b""
         finally:
             self._drop(handle)
         if response != request.success:
@@ -195,7 +204,7 @@ class DirectApm:
         view = _bytes_view(frame)
         _check(view.nbytes, DSP_RATE)
         request.buffer[:] = view   # same length: never a resize (which the export would refuse)
-        self._send(request, self._capture_out)
+        self._send(request)
         return bytes(request.buffer)
 
     def reverse(self, frame: bytes | bytearray | memoryview, sample_rate: int) -> None:
@@ -206,7 +215,7 @@ class DirectApm:
             request = self._reverse = _Request("apm_process_reverse_stream", self._handle, sample_rate,
                                                self._ffi_pb2)
         request.buffer[:] = view
-        self._send(request, self._reverse_out)
+        self._send(request)
 
 
 def make_apm(direct: bool = True) -> EchoCanceller:

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 import numpy as np
 import soxr
 
-from device.apm import SUPPORTED_RATES
+# Bytes in one 10 ms reference frame at a rate, refusing the rates the canceller does not take.
+from device.apm import frame_bytes as reference_frame_bytes
 
 if TYPE_CHECKING:
     from device.apm import EchoCanceller
@@ -36,7 +37,6 @@ DSP_RATE: Final = 16000
 FRAME_MS: Final = 10
 FRAME_SAMPLES: Final = DSP_RATE * FRAME_MS // 1000   # 160
 FRAME_BYTES: Final = FRAME_SAMPLES * 2                 # 320: PCM16 mono
-REFERENCE_RATES: Final = SUPPORTED_RATES   # the echo reference rates the canceller takes
 MAX_AUTO_GAIN_DBFS: Final = 31
 MAX_NOISE_SUPPRESSION: Final = 4
 
@@ -69,14 +69,6 @@ class CaptureDsp(Protocol):
     def close(self) -> None:
         """Release the native processors. Idempotent."""
         ...
-
-
-def reference_frame_bytes(sample_rate: int) -> int:
-    """Bytes in one 10 ms PCM16 mono frame at `sample_rate` (raises ValueError for other rates)."""
-    if sample_rate not in REFERENCE_RATES:
-        raise ValueError(f"echo reference rate {sample_rate} Hz is not supported; use one of "
-                         f"{sorted(REFERENCE_RATES)}")
-    return sample_rate * FRAME_MS // 1000 * 2
 
 
 class CaptureChain:

@@ -290,8 +290,7 @@ class FakeAudioBackend(AudioBackend):
         self.capture_plug = _Plug("fake:capture")
         self.playback_plug = _Plug("fake:playback")
         self._lock = threading.Lock()
-        self._source: np.ndarray | None = None
-        self._source_pcm = b""   # the same samples as PCM16, for reads with nothing mixed in
+        self._source: np.ndarray | None = None   # the mic WAV at the capture rate, int16
         self._source_rate = 0
         self._source_pos = 0
         self._injected: deque[np.ndarray] = deque()
@@ -322,13 +321,24 @@ class FakeAudioBackend(AudioBackend):
             rate = capture.format.sample_rate
             if self._source is None or self._source_rate != rate:
                 pcm = read_wav_mono16(self.capture_file, rate) if self.capture_file else b""
-                self._source = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
-                self._source_pcm = pcm
+                self._source = np.frombuffer(pcm, dtype="<i2")
                 self._source_rate = rate
                 self._source_pos = 0
                 if not len(self._source):
                     self.mic_exhausted.set()
         self.capture_opened.set()
+
+    def _take_source(self, frames: int) -> np.ndarray:
+        """The next at most `frames` samples of the mic WAV (int16), advancing the position (lock held)."""
+        src = self._source
+        if src is None:
+            return np.zeros(0, dtype="<i2")
+        taken = src[self._source_pos:self._source_pos + frames]
+        if len(taken):
+            self._source_pos += len(taken)
+            if self._source_pos >= len(src):
+                self.mic_exhausted.set()
+        return taken
 
     def next_mic_pcm(self, frames: int) -> bytes | None:
         """The next `frames` of the mic WAV as PCM16 when nothing is injected, else None.
@@ -339,24 +349,14 @@ class FakeAudioBackend(AudioBackend):
         with self._lock:
             if self._injected:
                 return None
-            start = self._source_pos * 2
-            pcm = self._source_pcm[start:start + frames * 2]
-            if self._source is not None and self._source_pos < len(self._source):
-                self._source_pos += len(pcm) // 2
-                if self._source_pos >= len(self._source):
-                    self.mic_exhausted.set()
+            pcm = self._take_source(frames).tobytes()
         return pcm + bytes(frames * 2 - len(pcm)) if len(pcm) < frames * 2 else pcm
 
     def next_mic_samples(self, frames: int, rate: int) -> np.ndarray:
         with self._lock:
             out = np.zeros(frames)
-            src = self._source
-            if src is not None and self._source_pos < len(src):
-                take = min(frames, len(src) - self._source_pos)
-                out[:take] = src[self._source_pos:self._source_pos + take]
-                self._source_pos += take
-                if self._source_pos >= len(src):
-                    self.mic_exhausted.set()
+            taken = self._take_source(frames)
+            out[:len(taken)] = taken
             filled = 0
             while filled < frames and self._injected:
                 head = self._injected[0]

@@ -16,6 +16,7 @@ from typing import Final
 
 from device.debug_record import DebugRecorder, DumpedFile
 from device.threads import OwnedThread
+from hw.clock import Clock, RealClock
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +47,17 @@ class DebugDumper(OwnedThread):
     the futures; the thread goes on. `stop` cancels the requests not yet started.
     """
 
-    def __init__(self, recorder: DebugRecorder) -> None:
+    def __init__(self, recorder: DebugRecorder, clock: Clock | None = None,
+                 outage_interval: float = OUTAGE_DUMP_INTERVAL) -> None:
         super().__init__("debug-dump")
         self.recorder = recorder
         self.requested = 0   # requests made (diagnostics and tests: not atomic across threads)
         self.dumps = 0       # dumps written (this thread)
         self.failures = 0
+        self.outage_interval = outage_interval
+        self.skipped_outages = 0   # outages not recorded: the last outage recording is too recent
+        self._clock = clock or RealClock()
+        self._last_outage: float | None = None
         self._requests: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
 
     def request(self, reason: str, directory: Path | None = None) -> Future[list[DumpedFile]]:
@@ -60,6 +66,23 @@ class DebugDumper(OwnedThread):
         self.requested += 1
         self._requests.put(_Request(reason, directory, future))
         return future
+
+    def request_outage(self, device: str) -> Future[list[DumpedFile]] | None:
+        """The first device of an outage was lost (main thread): ask for the audio leading up to it
+        in HARDWARE_LOST_DIR, unless less than MIN_OUTAGE_SECONDS was recorded or the last outage
+        recording is younger than `outage_interval`. Returns the request, or None."""
+        held = self.recorder.held_seconds()
+        if held < MIN_OUTAGE_SECONDS:
+            log.info("only %.2f s of audio recorded: no debug recording for this outage", held)
+            return None
+        now = self._clock.monotonic()
+        if self._last_outage is not None and now - self._last_outage < self.outage_interval:
+            self.skipped_outages += 1
+            log.info("%s lost: no debug recording (the last one is %.0f s old; at most one per %.0f s)",
+                     device, now - self._last_outage, self.outage_interval)
+            return None
+        self._last_outage = now
+        return self.request(f"{device} lost", self.recorder.directory / HARDWARE_LOST_DIR)
 
     def stop(self) -> None:
         super().stop()

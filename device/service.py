@@ -20,7 +20,7 @@ from typing import Any, Final
 from device import state_machine
 from device.buffers import JitterBuffer, UplinkQueue
 from device.control import DUMP_AUDIO_TIMEOUT, ControlServer
-from device.debug_dump import HARDWARE_LOST_DIR, MIN_OUTAGE_SECONDS, OUTAGE_DUMP_INTERVAL, DebugDumper
+from device.debug_dump import DebugDumper
 from device.debug_record import DebugRecorder
 from device.dsp import make_capture_dsp
 from device.earcons import earcon_pcm
@@ -145,13 +145,10 @@ class ApplianceService:
         self.recorder: DebugRecorder | None = None
         self.dumper: DebugDumper | None = None
         self.ignored_dump_signals = 0   # SIGUSR1 with recording off (the handler only counts)
-        self.outage_dump_interval = OUTAGE_DUMP_INTERVAL
-        self.skipped_outage_dumps = 0   # outages not recorded because the last recording is too recent
-        self._last_outage_dump: float | None = None
         self._warned_dump_signals = 0
         if settings.debug_record_dir is not None:
             self.recorder = DebugRecorder(settings.debug_record_dir, settings.debug_record_seconds)
-            self.dumper = DebugDumper(self.recorder)
+            self.dumper = DebugDumper(self.recorder, self.clock)
         self.dsp = make_capture_dsp(settings.aec, settings.noise_suppression, settings.auto_gain_dbfs,
                                     recorder=self.recorder)
         self.pipeline = AudioPipeline(self.backend, self.dsp, self.uplink, self.jitter, self.post,
@@ -204,9 +201,10 @@ class ApplianceService:
     def dump_audio(self) -> dict[str, Any]:
         """`ctl dump-audio` (the control thread): write the debug recording now, wait for it and
         reply with the files; an error reply when recording is off or the dump fails."""
-        if self.dumper is None or self.recorder is None:
+        if self.dumper is None:
             return {"ok": False, "error": "debug recording is off: set ATOMS_DEBUG_RECORD_DIR (or "
                     "debug_record_dir in config.toml) to a writable directory and restart the service"}
+        directory = self.dumper.recorder.directory
         try:
             files = self.dumper.request("ctl dump-audio").result(DUMP_AUDIO_TIMEOUT)
         except TimeoutError:
@@ -215,8 +213,8 @@ class ApplianceService:
         except CancelledError:
             return {"ok": False, "error": "the service is stopping"}
         except Exception as exc:  # noqa: BLE001 - logged by the dumper; the control thread must go on
-            return {"ok": False, "error": f"cannot write the debug recording to {self.recorder.directory}: {exc}"}
-        return {"ok": True, "cmd": "dump_audio", "directory": str(self.recorder.directory),
+            return {"ok": False, "error": f"cannot write the debug recording to {directory}: {exc}"}
+        return {"ok": True, "cmd": "dump_audio", "directory": str(directory),
                 "files": [f.as_dict() for f in files]}
 
     def _on_dump_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -274,26 +272,10 @@ class ApplianceService:
         had_faults = bool(self.state.hardware_faults)
         transition = state_machine.step(self.config, self.state, event)
         self._apply(transition.state, transition.actions)
-        if isinstance(event, HardwareLost) and not had_faults and self.state.hardware_faults:
-            self._dump_for_outage(event)
-
-    def _dump_for_outage(self, event: HardwareLost) -> None:
-        """Keep the audio leading up to a lost device: once per outage (from the first lost device
-        until all are back), into its own folder, by the dumper's thread (this only enqueues)."""
-        if self.dumper is None or self.recorder is None:
-            return
-        held = self.recorder.held_seconds()
-        if held < MIN_OUTAGE_SECONDS:
-            log.info("only %.2f s of audio recorded: no debug recording for this outage", held)
-            return
-        now = self.clock.monotonic()
-        if self._last_outage_dump is not None and now - self._last_outage_dump < self.outage_dump_interval:
-            self.skipped_outage_dumps += 1
-            log.info("%s lost: no debug recording (the last one is %.0f s old; at most one per %.0f s)",
-                     event.device, now - self._last_outage_dump, self.outage_dump_interval)
-            return
-        self._last_outage_dump = now
-        self.dumper.request(f"{event.device} lost", self.recorder.directory / HARDWARE_LOST_DIR)
+        if (isinstance(event, HardwareLost) and self.dumper is not None and not had_faults
+                and self.state.hardware_faults):
+            # The first lost device of an outage (until all are back): keep the audio leading up to it.
+            self.dumper.request_outage(event.device)
 
     def _apply(self, new_state: MachineState, actions: tuple[Action, ...]) -> None:
         old = self.state
@@ -388,7 +370,7 @@ class ApplianceService:
             "connects": c.connects, "reconnects": c.reconnects, "sessions": c.sessions,
             "send_errors": c.send_errors, "auth_rejections": c.auth_rejections,
             "server_errors": c.server_errors, "stale_rate_chunks": c.stale_rate_chunks,
-            "outage_recordings_skipped": self.skipped_outage_dumps,
+            "outage_recordings_skipped": self.dumper.skipped_outages if self.dumper is not None else 0,
             "malformed": self.session.decoder.malformed,
             "jitter_overflow_bytes": self.jitter.overflow_bytes, "flushes": p.flushes,
             "periods_played": p.periods_played, "agent_periods_played": p.agent_periods_played,

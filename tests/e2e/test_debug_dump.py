@@ -117,7 +117,7 @@ def test_a_lost_device_is_recorded_once_per_outage(start_sim, run_service, tmp_p
     service, counters = svc.service, svc.service.pipeline.counters
     dumper = service.dumper
     assert dumper is not None
-    service.outage_dump_interval = 0.0   # the rate limit has its own test below
+    dumper.outage_interval = 0.0   # the rate limit has its own test below
     assert svc.wait_for(lambda: counters.frames_captured * 160 >= 1.2 * RATE)   # over MIN_OUTAGE_SECONDS
 
     backend.capture_plug.unplug()
@@ -167,11 +167,11 @@ def test_outage_recordings_follow_the_fault_set(tmp_path: Path) -> None:
         # A device that keeps dropping out: at most one recording per OUTAGE_DUMP_INTERVAL.
         svc.handle(HardwareBack("playback"))
         svc.handle(HardwareLost("playback"))   # half an interval after the last recording
-        assert svc.dumper.requested == 2 and svc.skipped_outage_dumps == 1
+        assert svc.dumper.requested == 2 and svc.dumper.skipped_outages == 1
         clock.advance(OUTAGE_DUMP_INTERVAL * 3 / 4)   # now 1.25 intervals after it
         svc.handle(HardwareBack("playback"))
         svc.handle(HardwareLost("playback"))
-        assert svc.dumper.requested == 3 and svc.skipped_outage_dumps == 1
+        assert svc.dumper.requested == 3 and svc.dumper.skipped_outages == 1
     finally:
         svc.shutdown()
     # The dumper thread never ran, so its requests wrote nothing; the exit dump wrote the files.

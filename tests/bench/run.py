@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,49 +80,63 @@ def make_audio(rate: int) -> tuple[np.ndarray, np.ndarray]:
             np.frombuffer(signals.to_pcm16(agent), "<i2").copy())
 
 
-def bare_cpu(mic: np.ndarray, agent: np.ndarray, rate: int) -> float:
-    """CPU seconds of the library calls alone, through livekit's public API (the issue's "bare
-    library calls"): AEC reverse + forward, NS, and the uplink resample."""
-    from livekit.rtc import AudioFrame, AudioProcessingModule
+Canceller = Callable[[bytes, bytes], bytes]   # (mic frame, speaker frame) -> echo-cancelled frame
+
+
+def _bare_calls_cpu(mic: np.ndarray, agent: np.ndarray, rate: int, make_cancel: Callable[[], Canceller]) -> float:
+    """CPU seconds of a canceller from `make_cancel`, then NS and the uplink resample, for each
+    10 ms of the audio, on one thread."""
     from webrtc_noise_gain import AudioProcessor
 
-    apm = AudioProcessingModule(echo_cancellation=True, high_pass_filter=True)
+    cancel = make_cancel()
     ns = AudioProcessor(0, 2)
     rs = soxr.ResampleStream(DSP_RATE, rate, 1, dtype="int16", quality="LQ") if rate != DSP_RATE else None
     mic_b, agent_b, ref_bytes = mic.tobytes(), agent.tobytes(), rate // 100 * 2
     start = time.process_time()
     for i in range(FRAMES):
-        apm.process_reverse_stream(AudioFrame(agent_b[i * ref_bytes:(i + 1) * ref_bytes], rate, 1, rate // 100))
-        frame = AudioFrame(mic_b[i * FRAME_BYTES:(i + 1) * FRAME_BYTES], DSP_RATE, 1, 160)
-        apm.process_stream(frame)
-        out = ns.Process10ms(bytes(frame.data)).audio
+        out = ns.Process10ms(cancel(mic_b[i * FRAME_BYTES:(i + 1) * FRAME_BYTES],
+                                    agent_b[i * ref_bytes:(i + 1) * ref_bytes])).audio
         if rs is not None:
             rs.resample_chunk(np.frombuffer(out, "<i2"))
     elapsed = time.process_time() - start
-    del apm, ns, rs  # the APM's native threads must not run on into the next measurement
+    del cancel, ns, rs  # the APM's native threads must not run on into the next measurement
     gc.collect()
     return elapsed
+
+
+def bare_cpu(mic: np.ndarray, agent: np.ndarray, rate: int) -> float:
+    """CPU seconds of the library calls alone, through livekit's public API (the issue's "bare
+    library calls"): AEC reverse + forward, NS, and the uplink resample."""
+    from livekit.rtc import AudioFrame, AudioProcessingModule
+
+    def make_cancel() -> Canceller:
+        apm = AudioProcessingModule(echo_cancellation=True, high_pass_filter=True)
+
+        def cancel(mic_frame: bytes, speaker_frame: bytes) -> bytes:
+            apm.process_reverse_stream(AudioFrame(speaker_frame, rate, 1, rate // 100))
+            frame = AudioFrame(mic_frame, DSP_RATE, 1, 160)
+            apm.process_stream(frame)
+            return bytes(frame.data)
+
+        return cancel
+
+    return _bare_calls_cpu(mic, agent, rate, make_cancel)
 
 
 def bare_direct_cpu(mic: np.ndarray, agent: np.ndarray, rate: int) -> float:
     """The same calls with the echo canceller through our direct FFI caller (`DirectApm`), the
     way the pipeline calls it: the stricter baseline, with none of livekit's Python per call."""
-    from webrtc_noise_gain import AudioProcessor
 
-    apm = DirectApm()
-    ns = AudioProcessor(0, 2)
-    rs = soxr.ResampleStream(DSP_RATE, rate, 1, dtype="int16", quality="LQ") if rate != DSP_RATE else None
-    mic_b, agent_b, ref_bytes = mic.tobytes(), agent.tobytes(), rate // 100 * 2
-    start = time.process_time()
-    for i in range(FRAMES):
-        apm.reverse(agent_b[i * ref_bytes:(i + 1) * ref_bytes], rate)
-        out = ns.Process10ms(apm.process(mic_b[i * FRAME_BYTES:(i + 1) * FRAME_BYTES])).audio
-        if rs is not None:
-            rs.resample_chunk(np.frombuffer(out, "<i2"))
-    elapsed = time.process_time() - start
-    del apm, ns, rs
-    gc.collect()
-    return elapsed
+    def make_cancel() -> Canceller:
+        apm = DirectApm()
+
+        def cancel(mic_frame: bytes, speaker_frame: bytes) -> bytes:
+            apm.reverse(speaker_frame, rate)
+            return apm.process(mic_frame)
+
+        return cancel
+
+    return _bare_calls_cpu(mic, agent, rate, make_cancel)
 
 
 def components_cpu(mic: np.ndarray, agent: np.ndarray, rate: int, tmp: Path) -> float:

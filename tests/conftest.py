@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 
@@ -10,6 +10,25 @@ from device.sim.server import SimOptions, Simulator
 
 # Distinctive, so that "the key never appears" can be checked by searching for it.
 DEFAULT_TEST_KEY = "sk-test-SECRET-4242-do-not-log"
+
+
+class ThreadOwner(Protocol):
+    """Anything that owns threads the house way: `stop()` asks, `join(timeout)` says whether they ended."""
+
+    def stop(self) -> None: ...
+
+    def join(self, timeout: float) -> bool: ...
+
+
+@pytest.fixture
+def started() -> Iterator[list[ThreadOwner]]:
+    """Append what a test starts (a pipeline, a dump thread...): all stopped, then joined, after it."""
+    owners: list[ThreadOwner] = []
+    yield owners
+    for owner in owners:
+        owner.stop()
+    for owner in owners:
+        assert owner.join(5), f"{owner!r} did not stop"
 
 
 @pytest.fixture

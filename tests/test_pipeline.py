@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -61,15 +60,6 @@ def make_pipeline(backend: FakeAudioBackend, events: queue.SimpleQueue[Event], r
                          events.put, session_rate=rate, clock=UnpacedClock())
 
 
-@pytest.fixture
-def running() -> Iterator[list[AudioPipeline]]:
-    started: list[AudioPipeline] = []
-    yield started
-    for p in started:
-        p.stop()
-        assert p.join(5)
-
-
 def step_until(clock: ManualClock, predicate, steps: int = 1000) -> bool:  # type: ignore[no-untyped-def]
     """Advance a manual clock 10 ms at a time, each time once both audio threads wait on it."""
     for _ in range(steps):
@@ -90,10 +80,10 @@ def stop_stepped(p: AudioPipeline, clock: ManualClock) -> None:
     raise AssertionError("the audio threads did not stop")
 
 
-def test_uplink_carries_20ms_chunks_only_while_the_gate_is_open(events, running) -> None:
+def test_uplink_carries_20ms_chunks_only_while_the_gate_is_open(events, started) -> None:
     backend = FakeAudioBackend(clock_factory=UnpacedClock)
     p = make_pipeline(backend, events, rate=24000)
-    running.append(p)
+    started.append(p)
     p.start()
     assert wait_until(lambda: p.counters.frames_captured > 50)
     assert len(p.uplink) == 0 and p.counters.frames_gated > 0  # gate closed at start
@@ -109,10 +99,10 @@ def test_uplink_carries_20ms_chunks_only_while_the_gate_is_open(events, running)
     assert p.counters.chunks_queued <= queued + 1  # at most the chunk in flight at the close
 
 
-def test_interruption_no_agent_sample_after_the_next_period(events, running) -> None:
+def test_interruption_no_agent_sample_after_the_next_period(events, started) -> None:
     backend = SpyBackend()
     p = make_pipeline(backend, events)
-    running.append(p)
+    started.append(p)
     p.start()
     p.jitter.push(np.full(16000 * 5, AGENT_LEVEL, "<i2").tobytes())  # 5 s of agent audio
     assert backend.agent_written.wait(5)
@@ -130,22 +120,22 @@ def test_interruption_no_agent_sample_after_the_next_period(events, running) -> 
     assert len(p.jitter) == 0 and p.counters.flushes == 1
 
 
-def test_playback_writes_silence_when_idle_and_feeds_the_reference(events, running) -> None:
+def test_playback_writes_silence_when_idle_and_feeds_the_reference(events, started) -> None:
     backend = FakeAudioBackend(clock_factory=UnpacedClock)
     p = make_pipeline(backend, events)
     fed: list[int] = []
     real_reference = p.dsp.reference
     p.dsp.reference = lambda pcm, rate: (fed.append(len(pcm)), real_reference(pcm, rate))  # type: ignore[method-assign]
-    running.append(p)
+    started.append(p)
     p.start()
     assert wait_until(lambda: p.counters.periods_played > 30)
     assert p.counters.silence_periods > 0 and set(fed) == {320}  # every period, silence included
 
 
-def test_capture_device_lost_and_back(events, running) -> None:
+def test_capture_device_lost_and_back(events, started) -> None:
     backend = FakeAudioBackend(clock_factory=UnpacedClock)
     p = make_pipeline(backend, events)
-    running.append(p)
+    started.append(p)
     p.set_mic_gate(True)
     p.start()
     assert wait_until(lambda: p.counters.chunks_queued > 10)
@@ -158,10 +148,10 @@ def test_capture_device_lost_and_back(events, running) -> None:
     assert p.capture.alive and p.counters.capture_reopens == 2
 
 
-def test_playback_device_lost_and_back(events, running) -> None:
+def test_playback_device_lost_and_back(events, started) -> None:
     backend = FakeAudioBackend(clock_factory=UnpacedClock)
     p = make_pipeline(backend, events)
-    running.append(p)
+    started.append(p)
     p.start()
     assert wait_until(lambda: p.counters.periods_played > 10)
     backend.playback_plug.unplug()
@@ -172,11 +162,11 @@ def test_playback_device_lost_and_back(events, running) -> None:
     assert wait_until(lambda: p.counters.periods_played > played + 10)
 
 
-def test_missing_device_at_start_is_retried(events, running) -> None:
+def test_missing_device_at_start_is_retried(events, started) -> None:
     backend = FakeAudioBackend(clock_factory=UnpacedClock)
     backend.capture_plug.unplug()  # a USB mic not yet enumerated at boot
     p = make_pipeline(backend, events)
-    running.append(p)
+    started.append(p)
     p.start()
     assert events.get(timeout=5) == HardwareLost("capture", "device unplugged")
     backend.capture_plug.replug()
@@ -184,10 +174,10 @@ def test_missing_device_at_start_is_retried(events, running) -> None:
     assert wait_until(lambda: p.counters.frames_captured > 10)
 
 
-def test_renegotiated_rate_reopens_playback_and_rechunks_uplink(events, running) -> None:
+def test_renegotiated_rate_reopens_playback_and_rechunks_uplink(events, started) -> None:
     backend = FakeAudioBackend(clock_factory=UnpacedClock)
     p = make_pipeline(backend, events, rate=16000)
-    running.append(p)
+    started.append(p)
     p.set_mic_gate(True)
     p.start()
     assert wait_until(lambda: p.counters.periods_played > 5)
@@ -203,7 +193,7 @@ def test_renegotiated_rate_reopens_playback_and_rechunks_uplink(events, running)
     assert chunk is not None and chunk.rate == 48000 and len(chunk.pcm) == 48000 * 20 // 1000 * 2
 
 
-def test_capture_periods_that_are_not_whole_10ms_frames(events, running) -> None:
+def test_capture_periods_that_are_not_whole_10ms_frames(events, started) -> None:
     """ALSA may grant 341-frame periods: every sample still reaches the uplink, in order.
 
     Paced by a manual clock: unpaced, the mic would overrun the bounded uplink queue (which drops
@@ -226,7 +216,7 @@ def test_capture_periods_that_are_not_whole_10ms_frames(events, running) -> None
     assert np.array_equal(np.frombuffer(got, "<i2"), ramp[: len(got) // 2])
 
 
-def test_earcons_play_through_the_speaker_and_reach_the_echo_canceller(events, running) -> None:
+def test_earcons_play_through_the_speaker_and_reach_the_echo_canceller(events, started) -> None:
     from device.earcons import earcon_pcm
 
     backend = FakeAudioBackend(clock_factory=UnpacedClock)
@@ -234,7 +224,7 @@ def test_earcons_play_through_the_speaker_and_reach_the_echo_canceller(events, r
     referenced = bytearray()
     real_reference = p.dsp.reference
     p.dsp.reference = lambda pcm, rate: (referenced.extend(pcm), real_reference(pcm, rate))  # type: ignore[method-assign]
-    running.append(p)
+    started.append(p)
     p.start()
     chime = earcon_pcm("connected", 16000)
     p.play_local(chime)
@@ -242,14 +232,14 @@ def test_earcons_play_through_the_speaker_and_reach_the_echo_canceller(events, r
     assert wait_until(lambda: chime in bytes(backend.played))  # and the speaker played it
 
 
-def test_two_periods_stay_queued_in_the_speaker_when_idle(events, running) -> None:
+def test_two_periods_stay_queued_in_the_speaker_when_idle(events, started) -> None:
     """Stepped one period at a time by a manual clock: after the prefill, every write finds exactly
-    two periods still queued (the speaker never gets closer to running dry), silence included."""
+    two periods still queued (the speaker never gets closer to started dry), silence included."""
     clock = ManualClock()
     backend = FakeAudioBackend(clock_factory=lambda: clock)
     p = AudioPipeline(backend, make_capture_dsp("off", 0, 0), UplinkQueue(1000), JitterBuffer(320_000),
                       events.put, session_rate=16000, clock=clock)  # the default buffer: 3 periods
-    running.append(p)
+    started.append(p)
     p.start()
     for _ in range(30):
         assert clock.wait_for_sleepers(2, 5)   # capture and playback both blocked on the next period

@@ -28,6 +28,19 @@ NEAR_TEXT = ("Yes, I would like to book a table for four people tomorrow evening
              "thirty if possible, near the window please.")
 
 
+def ramp(start: int, n: int) -> np.ndarray:
+    """Distinct, recognisable PCM16 samples: a counter folded into the PCM16 range (no zero among
+    them for start in 1..29999 and short n), for sample-exact checks of recordings."""
+    return ((np.arange(start, start + n) % 60000) - 30000).astype("<i2")
+
+
+def read_wav(path: Path | str) -> tuple[np.ndarray, int]:
+    """A mono PCM16 WAV file's samples and rate, as written (no resampling)."""
+    with wave.open(str(path), "rb") as wav:
+        assert (wav.getnchannels(), wav.getsampwidth()) == (1, 2)
+        return np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2"), wav.getframerate()
+
+
 def level_dbfs(x: np.ndarray) -> float:
     """RMS level in dBFS (-200 for silence)."""
     power = float(np.mean(np.square(x))) if len(x) else 0.0

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import signal
-import wave
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from hw.clock import RealClock, UnpacedClock
 from hw.fake_audio import FakeAudioBackend
 from hw.gpio import MockGpioControls
 from hw.wavio import write_wav_mono16
+from tests.dsp.signals import ramp, read_wav
 from tests.e2e.harness import TEST_KEY
 from tests.e2e.inprocess import InProcessService
 
@@ -33,20 +33,9 @@ PASSTHROUGH: dict[str, Any] = {"aec": "off", "noise_suppression": 0, "auto_gain_
 FILES = ["mic-raw.wav", "mic-processed.wav", "reference.wav"]
 
 
-def ramp(start: int, n: int) -> np.ndarray:
-    """Distinct samples with no zero among them (for start in 1..29999 and short n)."""
-    return ((np.arange(start, start + n) % 60000) - 30000).astype("<i2")
-
-
 def write_wav(path: Path, pcm: np.ndarray) -> Path:
     write_wav_mono16(path, pcm.tobytes(), RATE)
     return path
-
-
-def read_wav(path: Path | str) -> tuple[np.ndarray, int]:
-    with wave.open(str(path), "rb") as w:
-        assert (w.getnchannels(), w.getsampwidth()) == (1, 2)
-        return np.frombuffer(w.readframes(w.getnframes()), "<i2"), w.getframerate()
 
 
 def assert_mic_then_silence(data: np.ndarray, mic: np.ndarray) -> None:

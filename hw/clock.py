@@ -137,6 +137,7 @@ class LockstepClock:
         self._waiting: dict[int, float] = {}   # waiting members: the time the slowest must reach
         self._next_id = 0
         self.waits = 0                         # times a member had to wait (for tests and benchmarks)
+        self.wake_ups = 0                      # times waiters were woken (for tests)
 
     def member(self) -> LockstepMember:
         with self._cond:
@@ -146,6 +147,7 @@ class LockstepClock:
     def _wake_caught_up(self) -> None:
         """Wake the waiters if the slowest member reached the earliest waiter's goal (lock held)."""
         if self._waiting and (not self._members or min(self._members.values()) >= min(self._waiting.values())):
+            self.wake_ups += 1
             self._cond.notify_all()
 
     def _set(self, member_id: int, now: float | None) -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 import json
 import os
 import queue
+import socket
 import stat
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -121,20 +123,38 @@ def test_ctl_dump_audio_with_recording_off_exits_1(dump_server, capsys: pytest.C
 
 
 def test_the_client_waits_for_a_slow_dump(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client gives dump_audio longer than the service does (so it reads the service's answer)
+    and other commands the short TIMEOUT; a dump still being written holds the reply back."""
     from device import control
 
-    monkeypatch.setattr(control, "TIMEOUT", 0.1)   # what a quick command may take, scaled down
+    timeouts: list[float | None] = []
 
-    def slow_dump() -> dict[str, Any]:
-        threading.Event().wait(0.5)   # a dump on a slow SD card, scaled down
+    class RecordingSocket(socket.socket):   # records the timeout of each client connection
+        def connect(self, address: Any) -> None:
+            timeouts.append(self.gettimeout())
+            super().connect(address)
+
+    monkeypatch.setattr(control.socket, "socket", RecordingSocket)
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_dump() -> dict[str, Any]:   # a dump on a slow SD card: done when the test says so
+        entered.set()
+        assert release.wait(5)
         return DUMPED
 
     srv = ControlServer(tmp_path / "c.sock", lambda e: None, dict, slow_dump)
     srv.bind()
     srv.start()
     try:
-        assert send_command(srv.path, "dump_audio") == DUMPED
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            reply = pool.submit(send_command, srv.path, "dump_audio")
+            assert entered.wait(5)
+            assert not reply.done()   # the client is still waiting for the files
+            release.set()
+            assert reply.result(5) == DUMPED
+        assert send_command(srv.path, "status")["ok"]
     finally:
         srv.stop()
         assert srv.join(3)
+    assert timeouts == [control.CLIENT_TIMEOUTS["dump_audio"], control.TIMEOUT]
     assert control.CLIENT_TIMEOUTS["dump_audio"] > DUMP_AUDIO_TIMEOUT

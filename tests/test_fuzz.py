@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 
 from device import state_machine
 from device.buffers import UplinkChunk, UplinkQueue
-from device.control import ControlServer
+from device.control import OTHER_COMMANDS, ControlServer
 from device.events import (
     COMMAND_NAMES,
     AgentInterrupted,
@@ -235,9 +235,9 @@ def test_session_frame_handling(sequence: list[tuple[str | bytes, bool]]) -> Non
 control_lines: st.SearchStrategy[bytes] = st.one_of(
     st.binary(max_size=300),
     json_values.map(lambda v: json.dumps(v).encode()),
-    st.dictionaries(st.just("cmd"), json_values | st.sampled_from([*COMMAND_NAMES, "status", "dump_audio"]),
+    st.dictionaries(st.just("cmd"), json_values | st.sampled_from([*COMMAND_NAMES, *OTHER_COMMANDS]),
                     min_size=1).map(lambda d: json.dumps(d).encode()),
-    st.sampled_from([*COMMAND_NAMES, "status", "dump_audio"]).map(lambda c: json.dumps({"cmd": c}).encode()),
+    st.sampled_from([*COMMAND_NAMES, *OTHER_COMMANDS]).map(lambda c: json.dumps({"cmd": c}).encode()),
     st.integers(1, 4000).map(lambda depth: b"[" * depth),
     st.integers(1, 2000).map(lambda depth: b'{"cmd":' * depth),
 )

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from device.settings import EXIT_CONFIG, ConfigError, Settings, config_file_warnings, load_settings
+from device.service.settings import EXIT_CONFIG, ConfigError, Settings, config_file_warnings, load_settings
 
 
 def _load(args: argparse.Namespace, **overrides: Any) -> Settings:
@@ -17,8 +17,8 @@ def _load(args: argparse.Namespace, **overrides: Any) -> Settings:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from device.logs import setup_logging
-    from device.service import ApplianceService
+    from device.service.logs import setup_logging
+    from device.service.supervisor import ApplianceService
 
     overrides: dict[str, Any] = {}
     if args.keys:
@@ -29,7 +29,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # The systemd watchdog kills with SIGABRT: let every thread's stack reach the journal.
     faulthandler.enable()
     for warning in config_file_warnings(getattr(args, "config", None)):
-        logging.getLogger("device.settings").warning("%s", warning)
+        logging.getLogger("device.service.settings").warning("%s", warning)
     controls = None
     if args.keys:
         from hw.registry import controls_backend
@@ -39,7 +39,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # default 5 ms (DESIGN "Facts measured": one CPU-bound thread pushes APM p99 to ~10 ms).
     sys.setswitchinterval(0.001)
     # One CPU for the whole process, before any thread starts (device/cpu.py says why).
-    from device.cpu import pin_process
+    from device.service.cpu import pin_process
 
     pin_process(settings.cpu_affinity)
     service = ApplianceService(settings, controls=controls)
@@ -59,7 +59,7 @@ def cmd_sim(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def cmd_ctl(args: argparse.Namespace) -> int:
-    from device.control import send_command
+    from device.service.control import send_command
 
     socket_path = Path(args.socket) if args.socket else _load(args).control_socket
     try:
@@ -103,7 +103,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
-    from device.doctor_devices import format_devices
+    from device.doctor.devices import format_devices
     from hw.alsa import list_devices
 
     try:  # mark the configured PCMs; the listing is still useful with broken settings
@@ -116,7 +116,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from device.doctor import main as doctor_main
+    from device.doctor.runner import main as doctor_main
 
     return doctor_main(args)
 

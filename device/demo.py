@@ -16,8 +16,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from device.logs import setup_logging
-from device.settings import load_settings
+from device.service.logs import setup_logging
+from device.service.settings import load_settings
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def question_wav(out: Path) -> Path:
 
 
 def run_demo(out: Path, timeout: float = 30.0) -> int:
-    from device.service import ApplianceService
+    from device.service.supervisor import ApplianceService
     from device.sim.server import SimOptions, Simulator
 
     started = time.monotonic()

@@ -4,9 +4,9 @@ Implementations: `hw.gpio` (gpiozero on real pins, or on gpiozero's own `MockFac
 `hw.keyboard` (terminal keys as buttons, LEDs drawn as a status line) and `NoControls` below (a
 headless always-on unit). `hw.registry.controls_backend` picks one by name.
 
-Button events are the `device.events` values themselves (`ButtonPressed`, `ButtonReleased`,
+Button events are the `device.core.events` values themselves (`ButtonPressed`, `ButtonReleased`,
 `ButtonHeld`). They are plain frozen dataclasses with no behaviour, so `hw` importing them keeps
-the layering honest (nothing in `device.events` imports `hw`, gpiozero or any driver) and saves a
+the layering honest (nothing in `device.core.events` imports `hw`, gpiozero or any driver) and saves a
 second, parallel enum plus a conversion step that could drift. The same goes for `LedState`.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Self
 
-from device.events import ButtonHeld, ButtonPressed, ButtonReleased, LedState
+from device.core.events import ButtonHeld, ButtonPressed, ButtonReleased, LedState
 
 log = logging.getLogger(__name__)
 

@@ -41,7 +41,7 @@ from gpiozero.exc import GPIOZeroError, PinPWMUnsupported
 from gpiozero.pins import Factory
 from gpiozero.pins.mock import MockFactory, MockPin, MockPWMPin
 
-from device.events import ButtonHeld, ButtonName, ButtonPressed, ButtonReleased, LedState, StatusPattern
+from device.core.events import ButtonHeld, ButtonName, ButtonPressed, ButtonReleased, LedState, StatusPattern
 from hw.controls import ButtonEvent, Controls, EventSink, deliver
 from hw.errors import DeviceUnavailable
 

@@ -34,7 +34,7 @@ import tty
 from collections.abc import Callable
 from typing import Any, Final, Protocol, TextIO
 
-from device.events import ButtonHeld, ButtonName, ButtonPressed, ButtonReleased, LedState, StatusPattern
+from device.core.events import ButtonHeld, ButtonName, ButtonPressed, ButtonReleased, LedState, StatusPattern
 from hw.controls import ButtonEvent, Controls, EventSink, deliver
 
 log = logging.getLogger(__name__)

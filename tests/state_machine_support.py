@@ -7,7 +7,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from device.events import (
+from device.core.events import (
     COMMAND_NAMES,
     Action,
     AgentInterrupted,
@@ -45,7 +45,7 @@ from device.events import (
     StopService,
     Transition,
 )
-from device.state_machine import boot, leds_for, mic_gate_open, step
+from device.core.state_machine import boot, leds_for, mic_gate_open, step
 
 B, P, A = CallMode.BUTTON, CallMode.PUSH_TO_TALK, CallMode.ALWAYS
 IDLE, CONN, IN, RECO, AUTH = (

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import random
 
-from device.backoff import Backoff
-from device.buffers import JitterBuffer, LatencyWindow, UplinkChunk, UplinkQueue
+from device.audio.buffers import JitterBuffer, LatencyWindow, UplinkChunk, UplinkQueue
+from device.core.backoff import Backoff
 
 
 def test_uplink_queue_drops_the_oldest_and_counts() -> None:

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from device.cli import main as cli_main
-from device.control import DUMP_AUDIO_TIMEOUT, ControlServer, send_command
-from device.events import Command, Event
+from device.core.events import Command, Event
+from device.service.control import DUMP_AUDIO_TIMEOUT, ControlServer, send_command
 
 
 @pytest.fixture
@@ -125,7 +125,7 @@ def test_ctl_dump_audio_with_recording_off_exits_1(dump_server, capsys: pytest.C
 def test_the_client_waits_for_a_slow_dump(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The client gives dump_audio longer than the service does (so it reads the service's answer)
     and other commands the short TIMEOUT; a dump still being written holds the reply back."""
-    from device import control
+    from device.service import control
 
     timeouts: list[float | None] = []
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from device.cpu import choose_cpus, parse_affinity
-from device.settings import ConfigError, load_settings
+from device.service.cpu import choose_cpus, parse_affinity
+from device.service.settings import ConfigError, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,7 +48,7 @@ def test_a_bad_setting_names_the_variable_and_the_fix(monkeypatch: pytest.Monkey
 
 PROBE = """
 import json, os, threading
-from device.cpu import pin_process
+from device.service.cpu import pin_process
 started = threading.Event(); stop = threading.Event()
 def idle():
     started.set(); stop.wait(10)
@@ -93,14 +93,14 @@ def test_a_sandbox_that_refuses_the_call_leaves_the_service_running_unpinned(
     fails with EPERM: one log line naming the fix, no exception."""
     import logging
 
-    from device import cpu
+    from device.service import cpu
 
     def refused(pid: int, cpus: object) -> None:
         raise PermissionError(1, "Operation not permitted")
 
     monkeypatch.setattr(cpu.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
     monkeypatch.setattr(cpu.os, "sched_setaffinity", refused)
-    with caplog.at_level(logging.ERROR, logger="device.cpu"):
+    with caplog.at_level(logging.ERROR, logger="device.service.cpu"):
         assert cpu.pin_process("auto") is None
     assert "was refused" in caplog.text and "SystemCallFilter" in caplog.text
 

@@ -28,10 +28,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from device import state_machine
-from device.buffers import UplinkChunk, UplinkQueue
-from device.control import OTHER_COMMANDS, ControlServer
-from device.events import (
+from device.audio.buffers import UplinkChunk, UplinkQueue
+from device.core import state_machine
+from device.core.events import (
     COMMAND_NAMES,
     AgentInterrupted,
     AgentStartedTalking,
@@ -55,8 +54,13 @@ from device.events import (
     SessionStarted,
     Shutdown,
 )
-from device.persist import PersistentState
-from device.protocol import (
+from device.core.state_machine import leds_for, mic_gate_open
+from device.service.control import OTHER_COMMANDS, ControlServer
+from device.service.persist import PersistentState
+from device.service.settings import load_settings
+from device.service.supervisor import ApplianceService
+from device.session.client import SessionClient, SessionConfig
+from device.session.protocol import (
     AgentStartTalking,
     AgentStopTalking,
     AudioDelta,
@@ -67,10 +71,6 @@ from device.protocol import (
     SessionCreated,
     Transcript,
 )
-from device.service import ApplianceService
-from device.session import SessionClient, SessionConfig
-from device.settings import load_settings
-from device.state_machine import leds_for, mic_gate_open
 from hw.controls import NoControls
 from hw.fake_audio import FakeAudioBackend
 from tests.state_machine_support import check_transition, expected_muted

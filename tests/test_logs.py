@@ -5,7 +5,7 @@ import io
 import logging
 import urllib.parse
 
-from device.logs import setup_logging
+from device.service.logs import setup_logging
 
 KEY = "sk-live-0123456789abcdef+/="
 

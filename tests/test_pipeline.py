@@ -7,10 +7,10 @@ import threading
 import numpy as np
 import pytest
 
-from device.buffers import JitterBuffer, UplinkQueue
-from device.dsp import make_capture_dsp
-from device.events import Event, HardwareBack, HardwareLost
-from device.pipeline import AudioPipeline
+from device.audio.buffers import JitterBuffer, UplinkQueue
+from device.audio.dsp import make_capture_dsp
+from device.audio.pipeline import AudioPipeline
+from device.core.events import Event, HardwareBack, HardwareLost
 from hw.audio import AudioPlayback
 from hw.clock import ManualClock, UnpacedClock
 from hw.fake_audio import FakeAudioBackend, FakePlayback
@@ -217,7 +217,7 @@ def test_capture_periods_that_are_not_whole_10ms_frames(events, started) -> None
 
 
 def test_earcons_play_through_the_speaker_and_reach_the_echo_canceller(events, started) -> None:
-    from device.earcons import earcon_pcm
+    from device.audio.earcons import earcon_pcm
 
     backend = FakeAudioBackend(clock_factory=UnpacedClock)
     p = make_pipeline(backend, events)

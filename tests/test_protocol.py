@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from device.protocol import (
+from device.session.protocol import (
     CLIENT_TYPES,
     AgentStartTalking,
     AgentStopTalking,
@@ -116,7 +116,7 @@ def test_oversized_message_is_dropped() -> None:
 
 def test_each_kind_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
     decoder = ServerMessageDecoder()
-    with caplog.at_level(logging.WARNING, logger="device.protocol"):
+    with caplog.at_level(logging.WARNING, logger="device.session.protocol"):
         for _ in range(50):
             decoder.decode("{garbage")
             decoder.decode('{"type": "bogus"}')

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from device.sdnotify import SystemdNotifier
-from device.service import ApplianceService
-from device.settings import load_settings
+from device.service.sdnotify import SystemdNotifier
+from device.service.settings import load_settings
+from device.service.supervisor import ApplianceService
 from hw.audio import AudioCapture
 from hw.clock import RealClock
 from hw.controls import NoControls

@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from device.buffers import UplinkChunk, UplinkQueue
-from device.events import Event, SessionConnecting, SessionEnded, SessionStarted
-from device.session import MIN_SANE_TIME, SessionClient, SessionConfig
+from device.audio.buffers import UplinkChunk, UplinkQueue
+from device.core.events import Event, SessionConnecting, SessionEnded, SessionStarted
+from device.session.client import MIN_SANE_TIME, SessionClient, SessionConfig
 from device.sim.server import SimOptions, Simulator
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from device.settings import EXIT_CONFIG, ConfigError, load_settings
+from device.service.settings import EXIT_CONFIG, ConfigError, load_settings
 
 REQUIRED_ENV_NAMES = [
     "ATOMS_API_KEY", "ATOMS_AGENT_ID", "ATOMS_URL", "ATOMS_SAMPLE_RATE", "ATOMS_VARIABLES",
@@ -32,7 +32,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", REQUIRED_ENV_NAMES)
 def test_documented_environment_names_exist(name: str) -> None:
-    from device.settings import Settings
+    from device.service.settings import Settings
 
     assert name.removeprefix("ATOMS_").lower() in Settings.model_fields
 

@@ -1,4 +1,4 @@
-"""Tests for the pure state machine (`device.state_machine`).
+"""Tests for the pure state machine (`device.core.state_machine`).
 
 Three layers: invariants checked for every (config, state, event) pair of a representative grid
 (so no LED or gate can stick and mute is never changed behind the user's back), a literal table
@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from device.events import (
+from device.core.events import (
     Action,
     AgentInterrupted,
     AgentStartedTalking,
@@ -46,7 +46,7 @@ from device.events import (
     StatusPattern,
     StopService,
 )
-from device.state_machine import boot, leds_for, mic_gate_open, step
+from device.core.state_machine import boot, leds_for, mic_gate_open, step
 from tests.state_machine_support import (
     AUTH,
     CONFIGS,

@@ -2,7 +2,7 @@
 actions (`Device` checks every step and the resulting outputs)."""
 from __future__ import annotations
 
-from device.events import (
+from device.core.events import (
     AgentInterrupted,
     AgentStartedTalking,
     AgentStoppedTalking,

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from device.protocol import (
+from device.session.protocol import (
     AgentStartTalking,
     AgentStopTalking,
     InputAudioAppend,

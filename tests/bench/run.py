@@ -31,12 +31,12 @@ from typing import Any
 import numpy as np
 import soxr
 
-from device.apm import DirectApm
-from device.buffers import JitterBuffer, UplinkQueue
-from device.cpu import choose_cpus
-from device.dsp import DSP_RATE, FRAME_BYTES, make_capture_dsp
-from device.pipeline import AudioPipeline
-from device.protocol import ServerMessageDecoder, encode_audio
+from device.audio.apm import DirectApm
+from device.audio.buffers import JitterBuffer, UplinkQueue
+from device.audio.dsp import DSP_RATE, FRAME_BYTES, make_capture_dsp
+from device.audio.pipeline import AudioPipeline
+from device.service.cpu import choose_cpus
+from device.session.protocol import ServerMessageDecoder, encode_audio
 from hw.clock import LockstepClock, RealClock, UnpacedClock
 from hw.fake_audio import FakeAudioBackend, FakeRoom
 from hw.wavio import write_wav_mono16
@@ -143,7 +143,7 @@ def components_cpu(mic: np.ndarray, agent: np.ndarray, rate: int, tmp: Path) -> 
     """CPU seconds of our own classes doing the pipeline's per-frame work on one thread, in the
     order the threads interleave on a device (speaker period, then mic frame): the fake devices,
     `CaptureChain.process`/`reference`, the uplink `Resampler`, and the protocol encode/decode."""
-    from device.dsp import Resampler
+    from device.audio.dsp import Resampler
 
     mic_file = tmp / f"mic1-{rate}.wav"
     write_wav_mono16(mic_file, mic.tobytes(), DSP_RATE)

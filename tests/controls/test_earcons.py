@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from device.earcons import EARCON_NAMES, earcon_pcm
-from device.events import EarconName
+from device.audio.earcons import EARCON_NAMES, earcon_pcm
+from device.core.events import EarconName
 
 RATES = (8000, 16000, 24000, 48000)
 

@@ -11,7 +11,7 @@ import pytest
 from gpiozero import LED, Button, Device
 from gpiozero.pins.mock import MockFactory, MockPin
 
-from device.events import ButtonHeld, ButtonName, ButtonPressed, ButtonReleased, LedState, StatusPattern
+from device.core.events import ButtonHeld, ButtonName, ButtonPressed, ButtonReleased, LedState, StatusPattern
 from hw.controls import ButtonEvent, NoControls
 from hw.errors import DeviceUnavailable, UnknownBackend
 from hw.gpio import GpioControls, MockGpioControls, RecordingPWMPin

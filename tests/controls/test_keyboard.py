@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from device.events import ButtonHeld, ButtonName, ButtonPressed, ButtonReleased, LedState, StatusPattern
+from device.core.events import ButtonHeld, ButtonName, ButtonPressed, ButtonReleased, LedState, StatusPattern
 from hw.controls import ButtonEvent
 from hw.keyboard import KeyboardControls
 from hw.registry import controls_backend

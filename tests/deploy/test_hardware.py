@@ -73,7 +73,7 @@ def test_config_toml_is_valid_for_the_service(name: str, monkeypatch: pytest.Mon
     assert data["capture_device"] == "atoms_capture"
     assert data["playback_device"] == "atoms_playback"
     assert data["aec"] == ("off" if name == "usb-speakerphone" else "webrtc")
-    settings_module = pytest.importorskip("device.settings")
+    settings_module = pytest.importorskip("device.service.settings")
     for var in [v for v in os.environ if v.startswith("ATOMS_")]:
         monkeypatch.delenv(var)
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)

@@ -51,7 +51,7 @@ PROBE = textwrap.dedent(f"""
     f = rtc.AudioFrame(data=frame.tobytes(), sample_rate=16000, num_channels=1, samples_per_channel=160)
     apm.process_reverse_stream(f)
     apm.process_stream(f)
-    from device.apm import DirectApm   # our own FFI caller: a PyDLL function, no closures
+    from device.audio.apm import DirectApm   # our own FFI caller: a PyDLL function, no closures
     direct = DirectApm()
     direct.reverse(bytes(480), 24000)
     assert len(direct.process(bytes(320))) == 320

@@ -1,4 +1,4 @@
-"""device.sdnotify against a real unix datagram socket standing in for systemd."""
+"""device.service.sdnotify against a real unix datagram socket standing in for systemd."""
 from __future__ import annotations
 
 import logging
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from device.sdnotify import SystemdNotifier
+from device.service.sdnotify import SystemdNotifier
 
 
 def _receive(sock: socket.socket) -> str:
@@ -100,7 +100,7 @@ def test_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch,
 
 
 def test_unsupported_address_is_ignored(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="device.sdnotify"):
+    with caplog.at_level(logging.WARNING, logger="device.service.sdnotify"):
         notifier = SystemdNotifier(environ={"NOTIFY_SOCKET": "vsock:2:1234"})
     assert not notifier.enabled
     assert notifier.ready() is False
@@ -110,7 +110,7 @@ def test_unsupported_address_is_ignored(caplog: pytest.LogCaptureFixture) -> Non
 def test_send_failure_never_raises_and_logs_once(tmp_path: Path,
                                                   caplog: pytest.LogCaptureFixture) -> None:
     notifier = SystemdNotifier(environ={"NOTIFY_SOCKET": str(tmp_path / "nobody-listens")})
-    with caplog.at_level(logging.WARNING, logger="device.sdnotify"):
+    with caplog.at_level(logging.WARNING, logger="device.service.sdnotify"):
         for _ in range(5):
             assert notifier.watchdog() is False
     assert len([r for r in caplog.records if "sd_notify" in r.getMessage()]) == 1

@@ -15,12 +15,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from device.doctor_audio import AudioOptions, advise_echo, advise_mic, run_audio
-from device.doctor_core import Status
-from device.doctor_echo import ChirpPlan, EchoMeasurement, EchoRecording, analyse, record_echo, sweep_signal
-from device.meter import LiveLine, MeterResult, format_reading, level_bar, measure_levels, run_meter
-from device.service import build_audio_backend
-from device.settings import load_settings
+from device.doctor.audio import AudioOptions, advise_echo, advise_mic, run_audio
+from device.doctor.core import Status
+from device.doctor.echo import ChirpPlan, EchoMeasurement, EchoRecording, analyse, record_echo, sweep_signal
+from device.doctor.meter import LiveLine, MeterResult, format_reading, level_bar, measure_levels, run_meter
+from device.service.settings import load_settings
+from device.service.supervisor import build_audio_backend
 from hw.clock import LockstepClock, UnpacedClock
 from hw.fake_audio import FakeAudioBackend, FakeRoom
 

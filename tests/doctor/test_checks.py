@@ -8,7 +8,7 @@ import pytest
 from gpiozero import Button
 from gpiozero.pins.mock import MockFactory
 
-from device.doctor_checks import (
+from device.doctor.checks import (
     check_clock,
     check_dsp,
     check_gpio,
@@ -16,9 +16,9 @@ from device.doctor_checks import (
     package_build_time,
     time_synchronized,
 )
-from device.doctor_core import CheckResult, Redactor, Status, format_result, run_check
-from device.session import MIN_SANE_TIME
-from device.settings import load_settings
+from device.doctor.core import CheckResult, Redactor, Status, format_result, run_check
+from device.service.settings import load_settings
+from device.session.client import MIN_SANE_TIME
 from hw.gpio import MockGpioControls, RecordingPWMPin
 
 from . import TEST_KEY, isolate_settings

@@ -13,7 +13,7 @@ import pytest
 
 from device.cli import format_status
 from device.cli import main as cli_main
-from device.control import ControlServer
+from device.service.control import ControlServer
 from device.sim.server import SimOptions, Simulator
 
 from . import TEST_KEY, closed_port, isolate_settings

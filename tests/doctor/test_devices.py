@@ -10,8 +10,8 @@ import alsaaudio
 import pytest
 
 from device.cli import main as cli_main
-from device.doctor_core import Status
-from device.doctor_devices import check_audio_device, find_pcm_holders, format_devices, pcm_suitability
+from device.doctor.core import Status
+from device.doctor.devices import check_audio_device, find_pcm_holders, format_devices, pcm_suitability
 from hw.alsa import AlsaAudioBackend, list_devices
 from hw.alsa_devices import CardInfo, DeviceListing, PcmInfo
 from hw.fake_audio import FakeAudioBackend

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from device.doctor import DoctorEnv, run_doctor
-from device.doctor_core import Status
-from device.meter import LiveLine
-from device.session import MIN_SANE_TIME
-from device.settings import Settings, load_settings
+from device.doctor.core import Status
+from device.doctor.meter import LiveLine
+from device.doctor.runner import DoctorEnv, run_doctor
+from device.service.settings import Settings, load_settings
+from device.session.client import MIN_SANE_TIME
 from hw.fake_audio import FakeAudioBackend
 
 from . import TEST_KEY, isolate_settings

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import websocket
 
-from device.doctor_core import Status
-from device.doctor_network import check_agent, check_dns, check_endpoint, endpoint
-from device.session import SessionConfig
+from device.doctor.core import Status
+from device.doctor.network import check_agent, check_dns, check_endpoint, endpoint
+from device.session.client import SessionConfig
 from device.sim.server import Simulator
 
 from . import TEST_KEY, closed_port

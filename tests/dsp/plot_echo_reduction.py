@@ -16,7 +16,7 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 
-from device.dsp import make_capture_dsp
+from device.audio.dsp import make_capture_dsp
 
 from .signals import FAR_TEXT, EchoRun, erle_db, erle_windows, frame_powers, run_echo_scene, speech
 from .test_aec import ECHO_GAIN_DB, MIN_ERLE_DB, NOISE_DBFS

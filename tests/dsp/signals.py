@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import soxr
 
-from device.dsp import DSP_RATE, FRAME_BYTES, FRAME_SAMPLES
+from device.audio.dsp import DSP_RATE, FRAME_BYTES, FRAME_SAMPLES
 from hw.fake_audio import FakeRoom
 
 FULL_SCALE = 32768.0

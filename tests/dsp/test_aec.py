@@ -14,7 +14,7 @@ from xml.etree import ElementTree
 import numpy as np
 import pytest
 
-from device.dsp import FRAME_BYTES, make_capture_dsp, reference_frame_bytes
+from device.audio.dsp import FRAME_BYTES, make_capture_dsp, reference_frame_bytes
 
 from .signals import (
     FAR_TEXT,

@@ -8,8 +8,8 @@ import logging
 import numpy as np
 import pytest
 
-from device import apm as apm_module
-from device.apm import DirectApm, PublicApiApm, make_apm
+from device.audio import apm as apm_module
+from device.audio.apm import DirectApm, PublicApiApm, make_apm
 
 from .signals import FAR_TEXT, NEAR_TEXT, erle_db, run_echo_scene, speech
 
@@ -91,7 +91,7 @@ def test_make_apm_falls_back_to_the_public_api(monkeypatch: pytest.MonkeyPatch,
         raise ImportError("no module named livekit.rtc._ffi_client")
 
     monkeypatch.setattr(apm_module, "DirectApm", missing)
-    with caplog.at_level(logging.WARNING, logger="device.apm"):
+    with caplog.at_level(logging.WARNING, logger="device.audio.apm"):
         apm = make_apm()
     assert isinstance(apm, PublicApiApm)
     assert "direct livekit FFI path is unavailable" in caplog.text

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soxr
 
-from device.dsp import FRAME_BYTES, CaptureDsp, Resampler, make_capture_dsp
+from device.audio.dsp import FRAME_BYTES, CaptureDsp, Resampler, make_capture_dsp
 
 from .signals import white_noise
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device.debug_dump import DebugDumper
-from device.debug_record import DebugRecorder, DumpedFile
+from device.diagnostics.dumper import DebugDumper
+from device.diagnostics.recorder import DebugRecorder, DumpedFile
 from tests.conftest import ThreadOwner
 
 from .signals import ramp, read_wav

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device.debug_record import DebugRecorder
-from device.dsp import FRAME_BYTES, make_capture_dsp
+from device.audio.dsp import FRAME_BYTES, make_capture_dsp
+from device.diagnostics.recorder import DebugRecorder
 
 from .signals import ramp, read_wav
 
@@ -147,7 +147,7 @@ def test_dump_removes_temporary_files_a_killed_process_left(tmp_path: Path) -> N
 
 
 def test_a_failed_dump_leaves_no_temporary_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from device import debug_record
+    from device.diagnostics import recorder as debug_record
 
     def disk_full(path: object, pcm: bytes, rate: int) -> None:
         raise OSError(28, "No space left on device")

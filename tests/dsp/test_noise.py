@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from device.dsp import FRAME_BYTES, make_capture_dsp
+from device.audio.dsp import FRAME_BYTES, make_capture_dsp
 
 from .signals import (
     active_frames,

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from device.control import send_command
+from device.service.control import send_command
 from tests.conftest import DEFAULT_TEST_KEY as TEST_KEY  # the key the shared simulator fixture accepts
 
 REPO = Path(__file__).resolve().parents[2]

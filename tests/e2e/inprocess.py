@@ -8,8 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from device.service import ApplianceService
-from device.settings import load_settings
+from device.service.settings import load_settings
+from device.service.supervisor import ApplianceService
 from hw.controls import Controls
 from hw.fake_audio import FakeAudioBackend
 from tests.e2e.harness import TEST_KEY

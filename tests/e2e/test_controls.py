@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device.events import ButtonName, StatusPattern
+from device.core.events import ButtonName, StatusPattern
 from hw.clock import RealClock
 from hw.fake_audio import FakeAudioBackend
 from hw.gpio import MockGpioControls

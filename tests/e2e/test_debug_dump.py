@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 
 from device.cli import main as cli_main
-from device.control import send_command
-from device.debug_dump import OUTAGE_DUMP_INTERVAL
-from device.events import HardwareBack, HardwareLost
-from device.service import ApplianceService
-from device.settings import load_settings
+from device.core.events import HardwareBack, HardwareLost
+from device.diagnostics.dumper import OUTAGE_DUMP_INTERVAL
+from device.service.control import send_command
+from device.service.settings import load_settings
+from device.service.supervisor import ApplianceService
 from hw.clock import RealClock, UnpacedClock
 from hw.fake_audio import FakeAudioBackend
 from hw.gpio import MockGpioControls

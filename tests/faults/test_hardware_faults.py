@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device.events import StatusPattern
+from device.core.events import StatusPattern
 from device.sim.server import Simulator
 from hw.clock import RealClock
 from hw.controls import NoControls

@@ -29,11 +29,11 @@ from typing import Any
 import pytest
 import websocket
 
-from device.buffers import UplinkQueue
-from device.events import ConnectionLost, Event, SessionStarted
-from device.logs import setup_logging
-from device.session import SessionClient, SessionConfig
-from device.settings import Settings, config_file_warnings
+from device.audio.buffers import UplinkQueue
+from device.core.events import ConnectionLost, Event, SessionStarted
+from device.service.logs import setup_logging
+from device.service.settings import Settings, config_file_warnings
+from device.session.client import SessionClient, SessionConfig
 from device.sim.server import SimOptions, Simulator
 from tests.e2e.harness import REPO, TEST_KEY
 from tests.faults import FaultService, poll
@@ -117,7 +117,7 @@ def test_json_log_exceptions_are_redacted() -> None:
         try:
             raise ConnectionError(f"refused wss://host/?token={urllib.parse.quote_plus(TEST_KEY)} ({TEST_KEY})")
         except ConnectionError:
-            logging.getLogger("device.session").exception("connect failed for %s", TEST_KEY)
+            logging.getLogger("device.session.client").exception("connect failed for %s", TEST_KEY)
     finally:
         logging.getLogger().removeHandler(handler)
     record = json.loads(out.getvalue())

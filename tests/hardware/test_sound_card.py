@@ -11,8 +11,8 @@ import time
 import numpy as np
 import pytest
 
-from device.doctor_echo import ChirpPlan, analyse, record_echo
-from device.dsp import DSP_RATE
+from device.audio.dsp import DSP_RATE
+from device.doctor.echo import ChirpPlan, analyse, record_echo
 from hw.alsa import AlsaAudioBackend
 
 pytestmark = pytest.mark.hardware

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import websocket
 
-from device.protocol import InputAudioCommit, InputTextSend, SessionClose, encode, encode_audio
+from device.session.protocol import InputAudioCommit, InputTextSend, SessionClose, encode, encode_audio
 from device.sim import SimOptions, Simulator
 from device.sim.faults import GARBAGE_KINDS
 from device.sim.vad import EnergyVad

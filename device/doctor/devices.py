@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Final, Literal
 
-from device.doctor_core import CheckResult, describe_exception
+from device.doctor.core import CheckResult, describe_exception
 from hw.alsa_devices import DeviceListing, PcmInfo
 from hw.audio import AudioBackend
 from hw.errors import DeviceUnavailable

@@ -5,7 +5,7 @@ import json
 import logging
 from pathlib import Path
 
-from device.stats import write_json_atomic
+from device.service.stats import write_json_atomic
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from device.debug_record import DebugRecorder, DumpedFile
-from device.threads import OwnedThread
+from device.core.threads import OwnedThread
+from device.diagnostics.recorder import DebugRecorder, DumpedFile
 from hw.clock import Clock, RealClock
 
 log = logging.getLogger(__name__)

@@ -2,8 +2,8 @@
 
 Everything here is an immutable value. Producers (buttons, the control socket, the session
 client, the audio threads, signal handlers) only build events and put them on the main thread's
-queue; the pure `device.state_machine.step` turns each into a new state plus actions, and the
-service (`device.service`) carries the actions out.
+queue; the pure `device.core.state_machine.step` turns each into a new state plus actions, and the
+service (`device.service.supervisor`) carries the actions out.
 """
 from __future__ import annotations
 

@@ -26,9 +26,9 @@ from typing import Any, Final
 
 import websocket
 
-from device.backoff import Backoff
-from device.buffers import LatencyWindow, UplinkChunk, UplinkQueue
-from device.events import (
+from device.audio.buffers import LatencyWindow, UplinkChunk, UplinkQueue
+from device.core.backoff import Backoff
+from device.core.events import (
     AgentInterrupted,
     AgentStartedTalking,
     AgentStoppedTalking,
@@ -39,7 +39,8 @@ from device.events import (
     SessionEnded,
     SessionStarted,
 )
-from device.protocol import (
+from device.core.threads import OwnedThread
+from device.session.protocol import (
     AgentStartTalking,
     AgentStopTalking,
     AudioDelta,
@@ -55,7 +56,6 @@ from device.protocol import (
     encode,
     encode_audio,
 )
-from device.threads import OwnedThread
 from hw.clock import Clock, RealClock
 
 log = logging.getLogger(__name__)

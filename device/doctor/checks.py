@@ -17,9 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
-from device.doctor_core import CheckResult
-from device.session import MIN_SANE_TIME
-from device.settings import ConfigError, Settings
+from device.doctor.core import CheckResult
+from device.service.settings import ConfigError, Settings
+from device.session.client import MIN_SANE_TIME
 from hw.controls import Controls
 from hw.errors import DeviceUnavailable
 
@@ -145,7 +145,7 @@ def check_gpio(backend: str, make_controls: Callable[[], Controls]) -> CheckResu
 PROBE_CODE: Final = """
 import json, sys
 def say(**kw): print(json.dumps(kw), flush=True)
-from device.dsp import FRAME_BYTES, make_capture_dsp
+from device.audio.dsp import FRAME_BYTES, make_capture_dsp
 from importlib.metadata import version
 for lib, dist, args in (("aec", "livekit", ("webrtc", 0, 0)), ("noise", "webrtc-noise-gain", ("off", 2, 0))):
     say(step=lib, state="start")

@@ -15,10 +15,10 @@ from typing import Final
 
 import numpy as np
 
-from device.buffers import JitterBuffer, LatencyWindow, UplinkChunk, UplinkQueue
-from device.dsp import DSP_RATE, FRAME_BYTES, CaptureDsp, Resampler
-from device.events import Event, HardwareBack, HardwareLost
-from device.threads import OwnedThread
+from device.audio.buffers import JitterBuffer, LatencyWindow, UplinkChunk, UplinkQueue
+from device.audio.dsp import DSP_RATE, FRAME_BYTES, CaptureDsp, Resampler
+from device.core.events import Event, HardwareBack, HardwareLost
+from device.core.threads import OwnedThread
 from hw.audio import AudioBackend, AudioCapture, AudioPlayback
 from hw.clock import Clock, RealClock
 from hw.errors import DeviceUnavailable

@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from device import doctor_checks as checks
-from device import doctor_network as network
-from device.doctor_audio import AudioOptions, run_audio
-from device.doctor_core import (
+from device.audio.dsp import DSP_RATE
+from device.doctor import checks, network
+from device.doctor.audio import AudioOptions, run_audio
+from device.doctor.core import (
     CheckResult,
     Redactor,
     Status,
@@ -39,11 +39,10 @@ from device.doctor_core import (
     summary,
     to_json,
 )
-from device.doctor_devices import Direction, check_audio_device
-from device.dsp import DSP_RATE
-from device.meter import LiveLine
-from device.session import SessionConfig
-from device.settings import ConfigError, Settings, config_file_warnings, load_settings
+from device.doctor.devices import Direction, check_audio_device
+from device.doctor.meter import LiveLine
+from device.service.settings import ConfigError, Settings, config_file_warnings, load_settings
+from device.session.client import SessionConfig
 from hw.audio import AudioBackend
 from hw.controls import Controls
 
@@ -51,19 +50,19 @@ log = logging.getLogger(__name__)
 
 
 def _audio_backend(settings: Settings) -> AudioBackend:
-    from device.service import build_audio_backend
+    from device.service.supervisor import build_audio_backend
 
     return build_audio_backend(settings)
 
 
 def _controls(settings: Settings) -> Controls:
-    from device.service import build_controls
+    from device.service.supervisor import build_controls
 
     return build_controls(settings)
 
 
 def _session_config(settings: Settings) -> SessionConfig:
-    from device.service import session_config
+    from device.service.supervisor import session_config
 
     return session_config(settings)
 
@@ -201,7 +200,7 @@ def main(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
     if not logging.getLogger().handlers:
         # Library warnings go to stderr, never the key: the same redacting handler as the service,
         # told the key from wherever it comes (a credential file too), when the settings load.
-        from device.logs import setup_logging
+        from device.service.logs import setup_logging
 
         try:
             key = load_settings(config).api_key

@@ -18,8 +18,9 @@ from typing import Any, Final
 
 import websocket
 
-from device.doctor_core import CheckResult, describe_exception
-from device.protocol import (
+from device.doctor.core import CheckResult, describe_exception
+from device.session.client import AUTH_CLOSE_CODES, SessionConfig
+from device.session.protocol import (
     ServerError,
     ServerMessageDecoder,
     SessionClose,
@@ -27,7 +28,6 @@ from device.protocol import (
     SessionCreated,
     encode,
 )
-from device.session import AUTH_CLOSE_CODES, SessionConfig
 
 log = logging.getLogger(__name__)
 

@@ -30,9 +30,9 @@ from typing import Any, Final
 
 import numpy as np
 
-from device.dsp import DSP_RATE, FRAME_BYTES, make_capture_dsp
-from device.meter import FULL_SCALE, SILENCE_DBFS, to_dbfs
-from device.pipeline import PREFILL_PERIODS  # the same prefill as the playback thread: the same queue
+from device.audio.dsp import DSP_RATE, FRAME_BYTES, make_capture_dsp
+from device.audio.pipeline import PREFILL_PERIODS  # the same prefill as the playback thread: the same queue
+from device.doctor.meter import FULL_SCALE, SILENCE_DBFS, to_dbfs
 from hw.audio import AudioBackend
 
 log = logging.getLogger(__name__)

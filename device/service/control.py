@@ -18,8 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
-from device.events import COMMAND_NAMES, Command, Event
-from device.threads import OwnedThread
+from device.core.events import COMMAND_NAMES, Command, Event
+from device.core.threads import OwnedThread
 
 log = logging.getLogger(__name__)
 

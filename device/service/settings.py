@@ -19,7 +19,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from device.events import CallMode
+from device.core.events import CallMode
 
 DEFAULT_URL: Final = "wss://api.smallest.ai/atoms/v1/agent/connect"
 DEFAULT_CONFIG_FILE: Final = Path("/etc/atoms-appliance/config.toml")
@@ -133,7 +133,7 @@ class Settings(BaseSettings):
     @field_validator("cpu_affinity")
     @classmethod
     def _check_affinity(cls, value: str) -> str:
-        from device.cpu import parse_affinity
+        from device.service.cpu import parse_affinity
 
         parse_affinity(value)
         return value.strip().lower()

@@ -2,7 +2,7 @@
 
 Runs on the CLI's main thread: the meter reads the mic for `--seconds`, drawing a level bar on a
 terminal (a plain line per second elsewhere); the echo test plays chirps through the speaker and
-records them (`device.doctor_echo`). Each part opens its own backend from the factory, as the
+records them (`device.doctor.echo`). Each part opens its own backend from the factory, as the
 service does (`build_audio_backend(settings)`), so the fake room starts each part with its full
 delay line. The results say what to change: gain, device, `aec`, `half_duplex`.
 """
@@ -14,10 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from device.doctor_core import CheckResult, describe_exception
-from device.doctor_echo import ChirpPlan, EchoMeasurement, analyse, record_echo
-from device.dsp import DSP_RATE
-from device.meter import (
+from device.audio.dsp import DSP_RATE
+from device.doctor.core import CheckResult, describe_exception
+from device.doctor.echo import ChirpPlan, EchoMeasurement, analyse, record_echo
+from device.doctor.meter import (
     SILENCE_DBFS,
     LevelReading,
     LiveLine,

@@ -25,11 +25,11 @@ import numpy as np
 import soxr
 
 # Bytes in one 10 ms reference frame at a rate, refusing the rates the canceller does not take.
-from device.apm import frame_bytes as reference_frame_bytes
+from device.audio.apm import frame_bytes as reference_frame_bytes
 
 if TYPE_CHECKING:
-    from device.apm import EchoCanceller
-    from device.debug_record import DebugRecorder
+    from device.audio.apm import EchoCanceller
+    from device.diagnostics.recorder import DebugRecorder
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class CaptureChain:
     """
 
     def __init__(self, apm: EchoCanceller | None, noise: Any | None, recorder: DebugRecorder | None = None) -> None:
-        self._apm = apm          # device.apm.EchoCanceller or None (aec off)
+        self._apm = apm          # device.audio.apm.EchoCanceller or None (aec off)
         self._noise = noise      # webrtc_noise_gain.AudioProcessor or None (NS and AGC off)
         self._recorder = recorder
         self._capture_lock = threading.Lock()
@@ -217,7 +217,7 @@ def make_capture_dsp(
         raise ValueError(f"auto_gain_dbfs must be 0-{MAX_AUTO_GAIN_DBFS}, not {auto_gain_dbfs}")
     apm = None
     if aec == "webrtc":
-        from device.apm import make_apm
+        from device.audio.apm import make_apm
 
         apm = make_apm()
     noise = None

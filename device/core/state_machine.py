@@ -1,7 +1,7 @@
 """The pure state machine: `(config, state, event) -> Transition(new state, actions)`.
 
 Nothing here does I/O, reads a clock or keeps hidden state, so every behaviour is a table lookup
-the tests can enumerate. The service (`device.service`) feeds events in on the main thread and
+the tests can enumerate. The service (`device.service.supervisor`) feeds events in on the main thread and
 carries out the actions in order.
 
 Conventions every transition follows (the tests check them for every (state, event) pair):
@@ -42,7 +42,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Final
 
-from device.events import (
+from device.core.events import (
     Action,
     AgentInterrupted,
     AgentStartedTalking,

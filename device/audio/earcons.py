@@ -25,7 +25,7 @@ from typing import Final, get_args
 
 import numpy as np
 
-from device.events import EarconName
+from device.core.events import EarconName
 
 EARCON_NAMES: Final[tuple[EarconName, ...]] = get_args(EarconName)
 PEAK_DBFS: Final = -12.0

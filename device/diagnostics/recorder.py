@@ -3,7 +3,7 @@
 When echo cancellation misbehaves in the field, the three streams side by side say why (a late
 reference, a clipping mic, a speaker louder than the canceller can follow). Enabled by the
 ATOMS_DEBUG_RECORD_DIR setting; `dump` writes the three WAV files there: at exit (the service
-itself), and on SIGUSR1, `ctl dump-audio` or a lost device through `device.debug_dump.DebugDumper`,
+itself), and on SIGUSR1, `ctl dump-audio` or a lost device through `device.diagnostics.dumper.DebugDumper`,
 which does it off the main thread. Memory is fixed: one ring per stream, `seconds * rate` 16-bit
 samples each (30 s at 16 + 16 + 48 kHz is ~4.8 MB; dumping that takes ~4 ms on an x86 host).
 """

@@ -17,14 +17,12 @@ from concurrent.futures import CancelledError
 from types import FrameType
 from typing import Any, Final
 
-from device import state_machine
-from device.buffers import JitterBuffer, UplinkQueue
-from device.control import DUMP_AUDIO_TIMEOUT, ControlServer
-from device.debug_dump import DebugDumper
-from device.debug_record import DebugRecorder
-from device.dsp import make_capture_dsp
-from device.earcons import earcon_pcm
-from device.events import (
+from device.audio.buffers import JitterBuffer, UplinkQueue
+from device.audio.dsp import make_capture_dsp
+from device.audio.earcons import earcon_pcm
+from device.audio.pipeline import UPLINK_CHUNK_MS, AudioPipeline
+from device.core import state_machine
+from device.core.events import (
     Action,
     CallState,
     Connect,
@@ -46,12 +44,14 @@ from device.events import (
     Shutdown,
     StopService,
 )
-from device.persist import PersistentState
-from device.pipeline import UPLINK_CHUNK_MS, AudioPipeline
-from device.sdnotify import SystemdNotifier
-from device.session import SessionClient, SessionConfig
-from device.settings import Settings
-from device.stats import rss_mb, write_json_atomic
+from device.diagnostics.dumper import DebugDumper
+from device.diagnostics.recorder import DebugRecorder
+from device.service.control import DUMP_AUDIO_TIMEOUT, ControlServer
+from device.service.persist import PersistentState
+from device.service.sdnotify import SystemdNotifier
+from device.service.settings import Settings
+from device.service.stats import rss_mb, write_json_atomic
+from device.session.client import SessionClient, SessionConfig
 from hw.audio import AudioBackend
 from hw.clock import Clock, RealClock, UnpacedClock
 from hw.controls import Controls

@@ -1,0 +1,1 @@
+"""Debug recordings: the ring buffers of the audio streams (recorder) and the thread that writes them (dumper)."""

@@ -4,21 +4,75 @@ Implementations: `hw.gpio` (gpiozero on real pins, or on gpiozero's own `MockFac
 `hw.keyboard` (terminal keys as buttons, LEDs drawn as a status line) and `NoControls` below (a
 headless always-on unit). `hw.registry.controls_backend` picks one by name.
 
-Button events are the `device.core.events` values themselves (`ButtonPressed`, `ButtonReleased`,
-`ButtonHeld`). They are plain frozen dataclasses with no behaviour, so `hw` importing them keeps
-the layering honest (nothing in `device.core.events` imports `hw`, gpiozero or any driver) and saves a
-second, parallel enum plus a conversion step that could drift. The same goes for `LedState`.
+This module owns the vocabulary of buttons and LEDs (`ButtonName`, the button events
+`ButtonPressed`/`ButtonReleased`/`ButtonHeld`, `LedState` and its patterns), as gpiozero's `pins`
+owns its own words: `hw` depends on nothing above it, and the application (`device.core.events`,
+the state machine) imports these values from here. They are plain frozen values with no behaviour.
 """
 from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Self
 
-from device.core.events import ButtonHeld, ButtonPressed, ButtonReleased, LedState
-
 log = logging.getLogger(__name__)
+
+
+# -- the vocabulary of buttons and LEDs (owned here; the application imports it from here) --
+class ButtonName(StrEnum):
+    CALL = "call"   # call / talk button
+    MUTE = "mute"
+
+
+class StatusPattern(StrEnum):
+    """What the status LED does."""
+
+    OFF = "off"
+    BLINK = "blink"            # connecting / reconnecting / offline
+    ON = "on"                  # in a call, listening
+    FAST_BLINK = "fast_blink"  # hardware or other error
+    AUTH_ERROR = "auth_error"  # double blink: the key or agent was rejected
+
+
+class Indicator(StrEnum):
+    """The one condition a single-LED device shows, by priority (highest first)."""
+
+    MUTED = "muted"
+    ERROR = "error"
+    CONNECTING = "connecting"
+    AGENT_SPEAKING = "agent_speaking"
+    LISTENING = "listening"
+    IDLE = "idle"
+
+
+@dataclass(frozen=True)
+class LedState:
+    """The outputs a person sees. The mute LED is on exactly when the mic gate is closed by mute."""
+
+    status: StatusPattern = StatusPattern.OFF
+    mute: bool = False
+    speaking: bool = False
+    indicator: Indicator = Indicator.IDLE
+
+
+@dataclass(frozen=True)
+class ButtonPressed:
+    button: ButtonName
+
+
+@dataclass(frozen=True)
+class ButtonReleased:
+    button: ButtonName
+
+
+@dataclass(frozen=True)
+class ButtonHeld:
+    """The button has been held for the long-press time (ends the call, except in push-to-talk)."""
+
+    button: ButtonName
 
 ButtonEvent = ButtonPressed | ButtonReleased | ButtonHeld
 EventSink = Callable[[ButtonEvent], None]

@@ -41,8 +41,18 @@ from gpiozero.exc import GPIOZeroError, PinPWMUnsupported
 from gpiozero.pins import Factory
 from gpiozero.pins.mock import MockFactory, MockPin, MockPWMPin
 
-from device.core.events import ButtonHeld, ButtonName, ButtonPressed, ButtonReleased, LedState, StatusPattern
-from hw.controls import ButtonEvent, Controls, EventSink, deliver
+from hw.controls import (
+    ButtonEvent,
+    ButtonHeld,
+    ButtonName,
+    ButtonPressed,
+    ButtonReleased,
+    Controls,
+    EventSink,
+    LedState,
+    StatusPattern,
+    deliver,
+)
 from hw.errors import DeviceUnavailable
 
 log = logging.getLogger(__name__)

@@ -34,8 +34,18 @@ import tty
 from collections.abc import Callable
 from typing import Any, Final, Protocol, TextIO
 
-from device.core.events import ButtonHeld, ButtonName, ButtonPressed, ButtonReleased, LedState, StatusPattern
-from hw.controls import ButtonEvent, Controls, EventSink, deliver
+from hw.controls import (
+    ButtonEvent,
+    ButtonHeld,
+    ButtonName,
+    ButtonPressed,
+    ButtonReleased,
+    Controls,
+    EventSink,
+    LedState,
+    StatusPattern,
+    deliver,
+)
 
 log = logging.getLogger(__name__)
 

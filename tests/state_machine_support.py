@@ -14,10 +14,6 @@ from device.core.events import (
     AgentStartedTalking,
     AgentStoppedTalking,
     AuthRejected,
-    ButtonHeld,
-    ButtonName,
-    ButtonPressed,
-    ButtonReleased,
     CallMode,
     CallState,
     Command,
@@ -28,7 +24,6 @@ from device.core.events import (
     FlushPlayback,
     HardwareBack,
     HardwareLost,
-    LedState,
     MachineConfig,
     MachineState,
     PersistMute,
@@ -46,6 +41,7 @@ from device.core.events import (
     Transition,
 )
 from device.core.state_machine import boot, leds_for, mic_gate_open, step
+from hw.controls import ButtonHeld, ButtonName, ButtonPressed, ButtonReleased, LedState
 
 B, P, A = CallMode.BUTTON, CallMode.PUSH_TO_TALK, CallMode.ALWAYS
 IDLE, CONN, IN, RECO, AUTH = (

@@ -36,17 +36,12 @@ from device.core.events import (
     AgentStartedTalking,
     AgentStoppedTalking,
     AuthRejected,
-    ButtonHeld,
-    ButtonName,
-    ButtonPressed,
-    ButtonReleased,
     CallMode,
     Command,
     ConnectionLost,
     Event,
     HardwareBack,
     HardwareLost,
-    LedState,
     MachineConfig,
     Reload,
     SessionConnecting,
@@ -71,7 +66,7 @@ from device.session.protocol import (
     SessionCreated,
     Transcript,
 )
-from hw.controls import NoControls
+from hw.controls import ButtonHeld, ButtonName, ButtonPressed, ButtonReleased, LedState, NoControls
 from hw.fake_audio import FakeAudioBackend
 from tests.state_machine_support import check_transition, expected_muted
 

@@ -20,8 +20,6 @@ from device.core.events import (
     AgentInterrupted,
     AgentStartedTalking,
     AgentStoppedTalking,
-    ButtonHeld,
-    ButtonName,
     CallMode,
     CallState,
     Command,
@@ -31,8 +29,6 @@ from device.core.events import (
     FlushPlayback,
     HardwareBack,
     HardwareLost,
-    Indicator,
-    LedState,
     MachineConfig,
     MachineState,
     PersistMute,
@@ -43,10 +39,10 @@ from device.core.events import (
     SetMicGate,
     ShowLeds,
     Shutdown,
-    StatusPattern,
     StopService,
 )
 from device.core.state_machine import boot, leds_for, mic_gate_open, step
+from hw.controls import ButtonHeld, ButtonName, Indicator, LedState, StatusPattern
 from tests.state_machine_support import (
     AUTH,
     CONFIGS,

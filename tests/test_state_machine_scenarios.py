@@ -13,8 +13,6 @@ from device.core.events import (
     FlushPlayback,
     HardwareBack,
     HardwareLost,
-    Indicator,
-    LedState,
     MachineConfig,
     PersistMute,
     PlayEarcon,
@@ -24,9 +22,9 @@ from device.core.events import (
     SetMicGate,
     ShowLeds,
     Shutdown,
-    StatusPattern,
     StopService,
 )
+from hw.controls import Indicator, LedState, StatusPattern
 from tests.state_machine_support import (
     AUTH,
     CONN,

@@ -4,12 +4,17 @@ Everything here is an immutable value. Producers (buttons, the control socket, t
 client, the audio threads, signal handlers) only build events and put them on the main thread's
 queue; the pure `device.core.state_machine.step` turns each into a new state plus actions, and the
 service (`device.service.supervisor`) carries the actions out.
+
+The button events and the LED state belong to the controls interface (`hw.controls`, which
+depends on nothing here); they are imported from there and are part of `Event` and `ShowLeds`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal, Union
+
+from hw.controls import ButtonHeld, ButtonPressed, ButtonReleased, LedState
 
 
 class CallMode(StrEnum):
@@ -24,42 +29,6 @@ class CallState(StrEnum):
     IN_CALL = "in_call"
     RECONNECTING = "reconnecting"
     AUTH_ERROR = "auth_error"
-
-
-class ButtonName(StrEnum):
-    CALL = "call"   # call / talk button
-    MUTE = "mute"
-
-
-class StatusPattern(StrEnum):
-    """What the status LED does."""
-
-    OFF = "off"
-    BLINK = "blink"            # connecting / reconnecting / offline
-    ON = "on"                  # in a call, listening
-    FAST_BLINK = "fast_blink"  # hardware or other error
-    AUTH_ERROR = "auth_error"  # double blink: the key or agent was rejected
-
-
-class Indicator(StrEnum):
-    """The one condition a single-LED device shows, by priority (highest first)."""
-
-    MUTED = "muted"
-    ERROR = "error"
-    CONNECTING = "connecting"
-    AGENT_SPEAKING = "agent_speaking"
-    LISTENING = "listening"
-    IDLE = "idle"
-
-
-@dataclass(frozen=True)
-class LedState:
-    """The outputs a person sees. The mute LED is on exactly when the mic gate is closed by mute."""
-
-    status: StatusPattern = StatusPattern.OFF
-    mute: bool = False
-    speaking: bool = False
-    indicator: Indicator = Indicator.IDLE
 
 
 @dataclass(frozen=True)
@@ -86,23 +55,6 @@ class MachineState:
 
 
 # -- events --------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ButtonPressed:
-    button: ButtonName
-
-
-@dataclass(frozen=True)
-class ButtonReleased:
-    button: ButtonName
-
-
-@dataclass(frozen=True)
-class ButtonHeld:
-    """The button has been held for the long-press time (ends the call, except in push-to-talk)."""
-
-    button: ButtonName
-
-
 CommandName = Literal["call", "hangup", "mute", "unmute", "talk_start", "talk_stop"]
 COMMAND_NAMES: tuple[CommandName, ...] = ("call", "hangup", "mute", "unmute", "talk_start", "talk_stop")
 

@@ -48,10 +48,6 @@ from device.core.events import (
     AgentStartedTalking,
     AgentStoppedTalking,
     AuthRejected,
-    ButtonHeld,
-    ButtonName,
-    ButtonPressed,
-    ButtonReleased,
     CallMode,
     CallState,
     Command,
@@ -63,8 +59,6 @@ from device.core.events import (
     FlushPlayback,
     HardwareBack,
     HardwareLost,
-    Indicator,
-    LedState,
     MachineConfig,
     MachineState,
     PersistMute,
@@ -78,9 +72,17 @@ from device.core.events import (
     SetMicGate,
     ShowLeds,
     Shutdown,
-    StatusPattern,
     StopService,
     Transition,
+)
+from hw.controls import (
+    ButtonHeld,
+    ButtonName,
+    ButtonPressed,
+    ButtonReleased,
+    Indicator,
+    LedState,
+    StatusPattern,
 )
 
 __all__ = ["boot", "leds_for", "mic_gate_open", "step"]

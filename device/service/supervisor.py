@@ -30,7 +30,6 @@ from device.core.events import (
     Event,
     FlushPlayback,
     HardwareLost,
-    LedState,
     MachineConfig,
     MachineState,
     PersistMute,
@@ -54,7 +53,7 @@ from device.service.stats import rss_mb, write_json_atomic
 from device.session.client import SessionClient, SessionConfig
 from hw.audio import AudioBackend
 from hw.clock import Clock, RealClock, UnpacedClock
-from hw.controls import Controls
+from hw.controls import Controls, LedState
 from hw.registry import audio_backend, controls_backend
 
 log = logging.getLogger(__name__)

@@ -11,8 +11,16 @@ import pytest
 from gpiozero import LED, Button, Device
 from gpiozero.pins.mock import MockFactory, MockPin
 
-from device.core.events import ButtonHeld, ButtonName, ButtonPressed, ButtonReleased, LedState, StatusPattern
-from hw.controls import ButtonEvent, NoControls
+from hw.controls import (
+    ButtonEvent,
+    ButtonHeld,
+    ButtonName,
+    ButtonPressed,
+    ButtonReleased,
+    LedState,
+    NoControls,
+    StatusPattern,
+)
 from hw.errors import DeviceUnavailable, UnknownBackend
 from hw.gpio import GpioControls, MockGpioControls, RecordingPWMPin
 from hw.registry import controls_backend

@@ -10,8 +10,15 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from device.core.events import ButtonHeld, ButtonName, ButtonPressed, ButtonReleased, LedState, StatusPattern
-from hw.controls import ButtonEvent
+from hw.controls import (
+    ButtonEvent,
+    ButtonHeld,
+    ButtonName,
+    ButtonPressed,
+    ButtonReleased,
+    LedState,
+    StatusPattern,
+)
 from hw.keyboard import KeyboardControls
 from hw.registry import controls_backend
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device.core.events import ButtonName, StatusPattern
 from hw.clock import RealClock
+from hw.controls import ButtonName, StatusPattern
 from hw.fake_audio import FakeAudioBackend
 from hw.gpio import MockGpioControls
 from tests.e2e.inprocess import InProcessService

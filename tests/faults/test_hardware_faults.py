@@ -12,10 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device.core.events import StatusPattern
 from device.sim.server import Simulator
 from hw.clock import RealClock
-from hw.controls import NoControls
+from hw.controls import NoControls, StatusPattern
 from hw.fake_audio import FakeAudioBackend
 from tests.e2e.inprocess import InProcessService
 from tests.faults import pick, poll, unique_tmp

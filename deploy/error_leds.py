@@ -80,8 +80,8 @@ def pin_number(value: Any) -> int | None:
 def run(settings: Mapping[str, Any], stop: threading.Event, pin_factory: Any = None) -> int:
     """Drive the error pattern until `stop` is set, then turn the LEDs off. Returns an exit code."""
     backend = str(settings.get("gpio_backend", "gpiozero"))
-    if backend == "none":
-        log.info("gpio_backend is none: no LEDs to drive")
+    if backend in ("none", "keyboard"):   # keyboard: terminal keys, the LEDs were a status line
+        log.info("gpio_backend is %s: no LEDs to drive", backend)
         return 0
     from gpiozero import LED  # imported late: --help works without gpiozero
 

@@ -22,7 +22,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     overrides: dict[str, Any] = {}
     if args.keys:
-        overrides["gpio_backend"] = "none"
+        overrides["gpio_backend"] = "keyboard"   # the controls backend, built by hw.registry as any other
     settings = _load(args, **overrides)
     secret = settings.api_key.get_secret_value() if settings.api_key else ""
     setup_logging(settings.log_level, settings.log_format, secrets=[secret])
@@ -30,11 +30,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     faulthandler.enable()
     for warning in config_file_warnings(getattr(args, "config", None)):
         logging.getLogger("device.service.settings").warning("%s", warning)
-    controls = None
-    if args.keys:
-        from hw.registry import controls_backend
-
-        controls = controls_backend("keyboard")
     # Short GIL slices: a busy Python thread must not delay the audio threads' next frame by the
     # default 5 ms (DESIGN "Facts measured": one CPU-bound thread pushes APM p99 to ~10 ms).
     sys.setswitchinterval(0.001)
@@ -42,7 +37,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from device.service.cpu import pin_process
 
     pin_process(settings.cpu_affinity)
-    service = ApplianceService(settings, controls=controls)
+    service = ApplianceService(settings)
     return service.run()
 
 
@@ -126,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command_name", required=True)
     run = sub.add_parser("run", help="run the appliance (the systemd service runs this)")
     run.add_argument("--config", type=Path, help="config.toml (default /etc/atoms-appliance/config.toml)")
-    run.add_argument("--keys", action="store_true", help="keyboard as buttons, LEDs drawn in the terminal")
+    run.add_argument("--keys", action="store_true", help="keyboard as buttons, LEDs drawn in the terminal (gpio_backend = keyboard)")
     demo = sub.add_parser("demo", help="fake hardware against the bundled local agent")
     demo.add_argument("--out", default="demo-out", help="where to write agent.wav and stats")
     demo.add_argument("--timeout", type=float, default=30.0, help="give up after this many seconds")

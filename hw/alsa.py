@@ -28,6 +28,7 @@ import alsaaudio
 from hw.alsa_devices import CardInfo, DeviceListing, PcmInfo, format_device_listing, list_devices
 from hw.audio import BYTES_PER_FRAME, AudioBackend, AudioCapture, AudioFormat, AudioPlayback
 from hw.errors import DeviceUnavailable
+from hw.settings import AlsaSettings
 
 __all__ = [
     "AlsaAudioBackend", "AlsaCapture", "AlsaPcm", "AlsaPlayback", "CardInfo", "DeviceListing",
@@ -373,6 +374,15 @@ class AlsaAudioBackend(AudioBackend):
         self.period_ms = period_ms
         self.buffer_periods = buffer_periods
         self.pcm_factory = pcm_factory
+
+    @classmethod
+    def from_settings(cls, settings: AlsaSettings) -> AlsaAudioBackend:
+        """The PCMs, driver period and playback buffer the settings name (`hw.registry`)."""
+        return cls(capture_device=settings.capture_device, playback_device=settings.playback_device,
+                   period_ms=settings.period_ms, buffer_periods=settings.playback_buffer_periods)
+
+    def close(self) -> None:
+        """Nothing to release: the backend opens no PCM itself; each device is closed by its thread."""
 
     def _hw_period(self, sample_rate: int) -> int:
         return max(1, sample_rate * self.period_ms // 1000)

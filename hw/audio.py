@@ -1,7 +1,8 @@
 """Audio device interfaces: a microphone and a speaker, PCM16 little-endian mono.
 
 Implementations: `hw.alsa` (pyalsaaudio over real alsa-lib) and `hw.fake_audio` (WAV files paced by
-an injectable clock, with an optional simulated room echo). `hw.open_audio` picks one by name.
+an injectable clock, with an optional simulated room echo). `hw.registry` picks one by name from
+settings.
 
 Units everywhere: sample rate in Hz, period in frames (one frame = one mono sample = 2 bytes),
 buffers as `bytes` of PCM16 LE mono.
@@ -103,8 +104,14 @@ class AudioBackend(ABC):
 
     The pipeline asks for a capture device at the DSP rate and a playback device at the
     negotiated session rate; when the session renegotiates, it closes the old playback device and
-    asks again. Backends are registered by name in `hw.registry` and chosen by settings.
-    Any thread may call these factories; each device is then used by one thread only.
+    asks again. Backends are registered by name in `hw.registry` and chosen by settings (each
+    class has a `from_settings(settings)` classmethod reading the fields listed in `hw.settings`).
+
+    An implementation must provide:
+    - `capture(...)` / `playback(...)`: a new, unopened device; any thread may call them, and
+      each device is then used by one thread only.
+    - `close()`: release what the backend itself holds (not the devices: their threads close
+      them), after the devices are closed. Idempotent; the service calls it once at shutdown.
     """
 
     name: str = "abstract"
@@ -114,3 +121,6 @@ class AudioBackend(ABC):
 
     @abstractmethod
     def playback(self, sample_rate: int, period_frames: int, buffer_periods: int = 4) -> AudioPlayback: ...
+
+    @abstractmethod
+    def close(self) -> None: ...

@@ -2,7 +2,7 @@
 
 Implementations: `hw.gpio` (gpiozero on real pins, or on gpiozero's own `MockFactory`),
 `hw.keyboard` (terminal keys as buttons, LEDs drawn as a status line) and `NoControls` below (a
-headless always-on unit). `hw.registry.controls_backend` picks one by name.
+headless always-on unit). `hw.registry.controls_from_settings` picks one by name from settings.
 
 This module owns the vocabulary of buttons and LEDs (`ButtonName`, the button events
 `ButtonPressed`/`ButtonReleased`/`ButtonHeld`, `LedState` and its patterns), as gpiozero's `pins`
@@ -131,7 +131,7 @@ def deliver(on_event: EventSink | None, event: ButtonEvent) -> None:
 
 
 class NoControls(Controls):
-    """No buttons, no LEDs: a headless always-on unit (`controls = "none"`).
+    """No buttons, no LEDs: a headless always-on unit (`gpio_backend = "none"`).
 
     `show` only records the state (`leds`, and every change in `history`), so status reports and
     tests still see what the device would show. No threads; any thread may call it.
@@ -140,6 +140,11 @@ class NoControls(Controls):
     def __init__(self) -> None:
         self.history: list[LedState] = []
         self._on_event: EventSink | None = None
+
+    @classmethod
+    def from_settings(cls, settings: object) -> NoControls:
+        """`hw.registry`'s builder: nothing to read, there is no hardware."""
+        return cls()
 
     def start(self, on_event: EventSink) -> None:
         self._on_event = on_event

@@ -2,9 +2,11 @@
 
 These are product code (the demo and the tests run on them), with controls for tests:
 `inject()` adds a mic signal, `unplug()`/`replug()` make a device vanish and come back, and the
-speaker keeps what it played (`played`) for assertions. The optional `FakeRoom` adds the speaker's
+speaker keeps what it played (`played`) and a bounded log of every write and drop it was given
+(`speaker_history`, `wait_speaker`) for assertions. The optional `FakeRoom` adds the speaker's
 output back into the microphone with a delay, a gain and an impulse response, so echo cancellation
-and barge-in can be tried on a laptop.
+and barge-in can be tried on a laptop. `FakeAudioBackend.from_settings` builds the pair, room
+included, from the `fake_*` settings (`hw.settings.FakeAudioSettings`).
 """
 from __future__ import annotations
 
@@ -12,19 +14,30 @@ import logging
 import threading
 from collections import Counter, deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Final, Literal
 
 import numpy as np
 import soxr
 
 from hw.audio import BYTES_PER_FRAME, AudioBackend, AudioCapture, AudioFormat, AudioPlayback
-from hw.clock import Clock, RealClock
+from hw.clock import Clock, RealClock, UnpacedClock
 from hw.errors import DeviceUnavailable
+from hw.settings import FakeAudioSettings
 from hw.wavio import WavRecorder, read_wav_mono16
 
 log = logging.getLogger(__name__)
 
 ClockFactory = Callable[[], Clock]
+
+# The mic rate a room built from settings works at: the rate the application captures at
+# (`device.audio.formats.DSP_RATE`, which hw cannot import; tests/dsp/test_room.py checks they agree).
+ROOM_MIC_RATE: Final = 16000
+DEFAULT_ECHO_GAIN_DB: Final = -6.0   # the room's echo gain when only an impulse response is set
+# Speaker writes and drops kept for assertions: 20 s of 10 ms periods (older ones are forgotten,
+# and `speaker_history` says so rather than returning a silently shortened list).
+SPEAKER_LOG_OPS: Final = 2000
 
 
 class FakeRoom:
@@ -42,7 +55,7 @@ class FakeRoom:
         self,
         mic_rate: int,
         delay_ms: float = 0.0,
-        gain_db: float = -6.0,
+        gain_db: float = DEFAULT_ECHO_GAIN_DB,
         impulse_response: np.ndarray | None = None,
     ) -> None:
         self.mic_rate = mic_rate
@@ -144,6 +157,22 @@ class _Plug:
     def check(self) -> None:
         if not self._present.is_set():
             raise DeviceUnavailable(self.name, "device unplugged")
+
+
+@dataclass(frozen=True)
+class SpeakerOp:
+    """One call the fake speaker took, in order: a `write` (with its PCM) or a `drop`.
+
+    `seq` numbers every op of the backend's speakers from 0 (it keeps counting across reopens
+    and past the bounded log); `rate` is the device's rate; `discarded_frames` is, for a drop,
+    how many frames were queued and not yet played (0 for a write).
+    """
+
+    seq: int
+    kind: Literal["write", "drop"]
+    rate: int
+    pcm: bytes = b""
+    discarded_frames: int = 0
 
 
 class FakeCapture(AudioCapture):
@@ -248,16 +277,19 @@ class FakePlayback(AudioPlayback):
         self._queued.append((self._written, pcm))
         self._written += frames
         self._backend.speaker_queued(pcm, fmt.sample_rate)
+        self._backend.note_speaker_op("write", fmt.sample_rate, pcm=pcm)
 
     def drop(self) -> None:
         position = self._play_position()
         self._retire_played(position)
+        discarded = max(0, self._written - max(position, 0))
         if self._queued:
             start, pcm = self._queued.popleft()
             played = max(0, position - start) * BYTES_PER_FRAME
             self._backend.record_played(pcm[:played], self.format.sample_rate)
         self._queued.clear()
         self._written = max(position, 0) if self._written > position else self._written
+        self._backend.note_speaker_op("drop", self.format.sample_rate, discarded_frames=discarded)
 
     def close(self) -> None:
         if self._opened:
@@ -270,7 +302,12 @@ class FakeAudioBackend(AudioBackend):
     """The fake audio pair (mic + speaker) sharing one optional room. Controls for tests included.
 
     Thread-safety: the mic is read by the capture thread and the speaker written by the playback
-    thread; the shared parts (room, injected audio, history) are guarded by a lock.
+    thread; the shared parts (room, injected audio, history) are guarded by a lock, and the
+    speaker log by a condition variable that tests wait on (`wait_speaker`, `wait_speaker_ops`).
+
+    `keep_history` (tests) keeps what the speaker played (`played`) and the log of its writes and
+    drops (`speaker_history`); a service built from settings keeps neither in memory (it runs for
+    days; `playback_file` is its recording).
     """
 
     name = "fake"
@@ -301,12 +338,83 @@ class FakeAudioBackend(AudioBackend):
         self.played_rate = 0
         self.capture_opened = threading.Event()
         self.mic_exhausted = threading.Event()  # the capture WAV has been played to its end
+        self._speaker_log: deque[SpeakerOp] = deque(maxlen=SPEAKER_LOG_OPS)
+        self._speaker_ops = 0    # ops ever logged: the `seq` of the next one
+        self._speaker_changed = threading.Condition()
+
+    @classmethod
+    def from_settings(cls, settings: FakeAudioSettings) -> FakeAudioBackend:
+        """The fake pair the `fake_*` settings describe (`hw.registry`): the mic WAV, the speaker
+        recording, real-time or unpaced pacing, and a room when an echo gain or impulse response is
+        set. No history in memory (`keep_history=False`)."""
+        room = None
+        if settings.fake_echo_gain_db is not None or settings.fake_echo_ir_file is not None:
+            gain_db = DEFAULT_ECHO_GAIN_DB if settings.fake_echo_gain_db is None else settings.fake_echo_gain_db
+            room = FakeRoom.from_files(ROOM_MIC_RATE, settings.fake_echo_delay_ms, gain_db,
+                                       settings.fake_echo_ir_file)
+        return cls(capture_file=settings.fake_capture_file, playback_file=settings.fake_playback_file,
+                   clock_factory=RealClock if settings.fake_realtime else UnpacedClock, room=room,
+                   keep_history=False)
 
     # -- controls for tests -------------------------------------------------------------------
     def inject(self, pcm: bytes) -> None:
         """Add PCM16 audio (at the capture rate) to the mic signal, from the next period on."""
         with self._lock:
             self._injected.append(np.frombuffer(pcm, dtype="<i2").astype(np.float64))
+
+    @property
+    def speaker_ops(self) -> int:
+        """How many writes and drops the speakers have logged so far (any thread)."""
+        with self._speaker_changed:
+            return self._speaker_ops
+
+    def speaker_history(self, since: int = 0) -> list[SpeakerOp]:
+        """The logged writes and drops with `seq >= since`, oldest first (empty without history).
+
+        Raises LookupError when some of them were already forgotten (the log keeps the last
+        `SPEAKER_LOG_OPS`), so an assertion never runs on a silently shortened history.
+        """
+        with self._speaker_changed:
+            ops = [op for op in self._speaker_log if op.seq >= since]
+            first = ops[0].seq if ops else self._speaker_ops
+            if self.keep_history and first > since:
+                raise LookupError(f"speaker ops {since}..{first - 1} were forgotten "
+                                  f"(the log keeps the last {SPEAKER_LOG_OPS})")
+            return ops
+
+    def wait_speaker_ops(self, count: int, timeout: float) -> bool:
+        """Wait until `count` writes and drops have been logged in all; False after `timeout` s."""
+        with self._speaker_changed:
+            return self._speaker_changed.wait_for(lambda: self._speaker_ops >= count, timeout)
+
+    def wait_speaker(self, predicate: Callable[[SpeakerOp], bool], timeout: float,
+                     since: int = 0) -> SpeakerOp | None:
+        """The first logged op with `seq >= since` for which `predicate` holds, waiting up to
+        `timeout` s for it; None on timeout. Each op is looked at once, in order; LookupError if
+        ops not yet looked at were forgotten meanwhile (as `speaker_history`)."""
+        checked = since   # the seq of the next op to look at
+        found: list[SpeakerOp] = []
+
+        def seen() -> bool:
+            nonlocal checked
+            new: list[SpeakerOp] = []
+            for op in reversed(self._speaker_log):   # only the ops logged since the last look
+                if op.seq < checked:
+                    break
+                new.append(op)
+            if new and new[-1].seq > checked:
+                raise LookupError(f"speaker ops {checked}..{new[-1].seq - 1} were forgotten "
+                                  f"(the log keeps the last {SPEAKER_LOG_OPS})")
+            for op in reversed(new):
+                checked = op.seq + 1
+                if predicate(op):
+                    found.append(op)
+                    return True
+            return False
+
+        with self._speaker_changed:
+            self._speaker_changed.wait_for(seen, timeout)
+        return found[0] if found else None
 
     # -- factories ------------------------------------------------------------------------------
     def capture(self, sample_rate: int, period_frames: int) -> AudioCapture:
@@ -368,6 +476,16 @@ class FakeAudioBackend(AudioBackend):
                     self._injected[0] = head[take:]
                 filled += take
             return out
+
+    def note_speaker_op(self, kind: Literal["write", "drop"], rate: int, pcm: bytes = b"",
+                        discarded_frames: int = 0) -> None:
+        """Log one speaker write or drop (the playback thread) and wake the tests waiting on it."""
+        if not self.keep_history:
+            return
+        with self._speaker_changed:
+            self._speaker_log.append(SpeakerOp(self._speaker_ops, kind, rate, pcm, discarded_frames))
+            self._speaker_ops += 1
+            self._speaker_changed.notify_all()
 
     def speaker_queued(self, pcm: bytes, rate: int) -> None:
         if self.room is not None:

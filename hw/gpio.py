@@ -34,7 +34,7 @@ import itertools
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Self, TypeVar
 
 from gpiozero import LED, PWMLED, Button, Device
 from gpiozero.exc import GPIOZeroError, PinPWMUnsupported
@@ -54,6 +54,7 @@ from hw.controls import (
     deliver,
 )
 from hw.errors import DeviceUnavailable
+from hw.settings import GpioSettings
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,14 @@ class GpioControls(Controls):
         if self.factory is None:
             self.factory = Device.pin_factory  # the one gpiozero chose (None if every pin is None)
         log.info("GPIO controls on %s: %s", type(self.factory).__name__, self.pins)
+
+    @classmethod
+    def from_settings(cls, settings: GpioSettings) -> Self:
+        """The pins, debounce and long-press time the settings give (`hw.registry`); claims the pins."""
+        return cls(call_pin=settings.call_pin, mute_pin=settings.mute_pin,
+                   status_led_pin=settings.status_led_pin, mute_led_pin=settings.mute_led_pin,
+                   speaking_led_pin=settings.speaking_led_pin, bounce_ms=settings.button_bounce_ms,
+                   hold_seconds=settings.long_press_seconds)
 
     # -- construction ----------------------------------------------------------------------------
     def _button(self, name: ButtonName, pin: int) -> Button:

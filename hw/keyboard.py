@@ -154,6 +154,11 @@ class KeyboardControls(Controls):
         self._closed = False
         self.leds = None
 
+    @classmethod
+    def from_settings(cls, settings: object) -> KeyboardControls:
+        """Stdin and stdout (`hw.registry`, `run --keys`); no setting is read: keys have no pins."""
+        return cls()
+
     @property
     def reading(self) -> bool:
         """Whether the reader thread is still taking keys (False before start, after EOF or close)."""

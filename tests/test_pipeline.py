@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import queue
-import threading
 
 import numpy as np
 import pytest
@@ -11,42 +10,15 @@ from device.audio.buffers import JitterBuffer, UplinkQueue
 from device.audio.dsp import make_capture_dsp
 from device.audio.pipeline import AudioPipeline
 from device.core.events import Event, HardwareBack, HardwareLost
-from hw.audio import AudioPlayback
 from hw.clock import ManualClock, UnpacedClock
-from hw.fake_audio import FakeAudioBackend, FakePlayback
+from hw.fake_audio import FakeAudioBackend, FakePlayback, SpeakerOp
 from tests.polling import wait_until
 
 AGENT_LEVEL = 8000
 
 
-class SpyBackend(FakeAudioBackend):
-    """The fake pair, with every playback write and drop logged in order (for barge-in checks)."""
-
-    def __init__(self, **kw: object) -> None:
-        super().__init__(clock_factory=UnpacedClock, **kw)  # type: ignore[arg-type]
-        self.log: list[tuple[str, bytes]] = []
-        self.lock = threading.Lock()
-        self.agent_written = threading.Event()
-
-    def playback(self, sample_rate: int, period_frames: int, buffer_periods: int = 4) -> AudioPlayback:
-        inner = super().playback(sample_rate, period_frames, buffer_periods)
-        spy = self
-
-        class Spy(type(inner)):  # type: ignore[misc]
-            def write(self, pcm: bytes) -> None:
-                super().write(pcm)
-                with spy.lock:
-                    spy.log.append(("write", pcm))
-                if max(np.frombuffer(pcm, "<i2"), default=0) >= AGENT_LEVEL:
-                    spy.agent_written.set()
-
-            def drop(self) -> None:
-                super().drop()
-                with spy.lock:
-                    spy.log.append(("drop", b""))
-
-        inner.__class__ = Spy
-        return inner
+def is_agent_write(op: SpeakerOp) -> bool:
+    return op.kind == "write" and max(np.frombuffer(op.pcm, "<i2"), default=0) >= AGENT_LEVEL
 
 
 @pytest.fixture
@@ -100,24 +72,29 @@ def test_uplink_carries_20ms_chunks_only_while_the_gate_is_open(events, started)
 
 
 def test_interruption_no_agent_sample_after_the_next_period(events, started) -> None:
-    backend = SpyBackend()
-    p = make_pipeline(backend, events)
+    """Barge-in on a speaker stepped by a manual clock: `flush` asked while the playback thread is
+    blocked in a write lets at most that one agent period through, then the speaker is dropped and
+    only silence follows (read from the fake speaker's own log of writes and drops)."""
+    clock = ManualClock()
+    backend = FakeAudioBackend(clock_factory=lambda: clock)
+    p = AudioPipeline(backend, make_capture_dsp("off", 0, 0), UplinkQueue(1000), JitterBuffer(10 * 16000 * 2),
+                      events.put, session_rate=16000, clock=clock)
     started.append(p)
     p.start()
     p.jitter.push(np.full(16000 * 5, AGENT_LEVEL, "<i2").tobytes())  # 5 s of agent audio
-    assert backend.agent_written.wait(5)
-    with backend.lock:
-        at_flush = len(backend.log)
+    assert step_until(clock, lambda: any(is_agent_write(op) for op in backend.speaker_history()))
+    assert clock.wait_for_sleepers(2, 5)   # both threads blocked on the clock: nothing in between
+    at_flush = backend.speaker_ops
     p.flush()
-    assert p.flushed_event.wait(5)
-    assert wait_until(lambda: len(backend.log) > at_flush + 20)
-    with backend.lock:
-        after = backend.log[at_flush:]
-    agent_writes = [i for i, (op, pcm) in enumerate(after)
-                    if op == "write" and max(np.frombuffer(pcm, "<i2"), default=0) >= AGENT_LEVEL]
-    drop_at = next(i for i, (op, _) in enumerate(after) if op == "drop")
-    assert all(i < drop_at for i in agent_writes) and len(agent_writes) <= 1, agent_writes
+    assert step_until(clock, p.flushed_event.is_set)
+    assert step_until(clock, lambda: backend.speaker_ops > at_flush + 20)
+    after = backend.speaker_history(since=at_flush)
+    agent_writes = [i for i, op in enumerate(after) if is_agent_write(op)]
+    drops = [i for i, op in enumerate(after) if op.kind == "drop"]
+    assert len(drops) == 1 and after[drops[0]].discarded_frames > 0, after[:5]
+    assert all(i < drops[0] for i in agent_writes) and len(agent_writes) <= 1, agent_writes
     assert len(p.jitter) == 0 and p.counters.flushes == 1
+    stop_stepped(p, clock)
 
 
 def test_playback_writes_silence_when_idle_and_feeds_the_reference(events, started) -> None:

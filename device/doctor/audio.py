@@ -3,8 +3,8 @@
 Runs on the CLI's main thread: the meter reads the mic for `--seconds`, drawing a level bar on a
 terminal (a plain line per second elsewhere); the echo test plays chirps through the speaker and
 records them (`device.doctor.echo`). Each part opens its own backend from the factory, as the
-service does (`build_audio_backend(settings)`), so the fake room starts each part with its full
-delay line. The results say what to change: gain, device, `aec`, `half_duplex`.
+service does (`hw.registry.audio_backend_from_settings(settings)`), so the fake room starts each
+part with its full delay line. The results say what to change: gain, device, `aec`, `half_duplex`.
 """
 from __future__ import annotations
 
@@ -190,12 +190,18 @@ def measure_echo(backend: AudioBackend, options: AudioOptions, live: LiveLine,
 
 def run_audio(options: AudioOptions, backend_factory: Callable[[], AudioBackend], live: LiveLine,
               plan: ChirpPlan | None = None) -> tuple[list[CheckResult], dict[str, Any]]:
-    """Meter, then echo test; each part fails on its own (a missing speaker still meters the mic)."""
+    """Meter, then echo test; each part fails on its own (a missing speaker still meters the mic).
+
+    Each part makes its backend with `backend_factory` and closes it when done."""
     plan = plan or ChirpPlan()
     results: list[CheckResult] = []
     data: dict[str, Any] = {}
     try:
-        meter = measure_mic(backend_factory(), options, live)
+        backend = backend_factory()
+        try:
+            meter = measure_mic(backend, options, live)
+        finally:
+            backend.close()
         data["meter"] = meter.to_json()
         results.append(advise_mic(meter, fake=options.backend_name == "fake"))
     except OSError as exc:   # DeviceUnavailable, or a fake device's unreadable WAV
@@ -203,7 +209,11 @@ def run_audio(options: AudioOptions, backend_factory: Callable[[], AudioBackend]
         results.append(CheckResult.fail("mic level", f"cannot read the mic: {describe_exception(exc)}",
                                         "see the microphone line of `atoms-appliance doctor`"))
     try:
-        echo = measure_echo(backend_factory(), options, live, plan)
+        backend = backend_factory()
+        try:
+            echo = measure_echo(backend, options, live, plan)
+        finally:
+            backend.close()
         data["echo"] = echo.to_json()
         results += advise_echo(echo, options.aec, options.half_duplex)
     except OSError as exc:

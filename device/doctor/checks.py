@@ -104,6 +104,8 @@ def check_gpio(backend: str, make_controls: Callable[[], Controls]) -> CheckResu
     name = "gpio"
     if backend == "none":
         return CheckResult.passed(name, "skipped: gpio_backend = none (no buttons or LEDs)")
+    if backend == "keyboard":
+        return CheckResult.passed(name, "skipped: gpio_backend = keyboard (terminal keys, no pins)")
     try:
         controls = make_controls()
     except DeviceUnavailable as exc:

@@ -45,20 +45,9 @@ from device.service.settings import ConfigError, Settings, config_file_warnings,
 from device.session.client import SessionConfig
 from hw.audio import AudioBackend
 from hw.controls import Controls
+from hw.registry import audio_backend_from_settings, controls_from_settings
 
 log = logging.getLogger(__name__)
-
-
-def _audio_backend(settings: Settings) -> AudioBackend:
-    from device.service.supervisor import build_audio_backend
-
-    return build_audio_backend(settings)
-
-
-def _controls(settings: Settings) -> Controls:
-    from device.service.supervisor import build_controls
-
-    return build_controls(settings)
 
 
 def _session_config(settings: Settings) -> SessionConfig:
@@ -80,8 +69,8 @@ class DoctorEnv:
     connect: Callable[..., socket.socket] = socket.create_connection
     tls_context: Callable[[], ssl.SSLContext] = ssl.create_default_context
     open_ws: Callable[[SessionConfig], Any] = network.open_websocket
-    audio_backend: Callable[[Settings], AudioBackend] = _audio_backend
-    controls: Callable[[Settings], Controls] = _controls
+    audio_backend: Callable[[Settings], AudioBackend] = audio_backend_from_settings
+    controls: Callable[[Settings], Controls] = controls_from_settings
     probe: checks.ProbeRunner = checks.run_probe
     proc_root: Path = Path("/proc")
     extra_secrets: list[str] = field(default_factory=list)
@@ -189,6 +178,8 @@ def _hardware(out: Checklist, env: DoctorEnv, settings: Settings) -> None:
 
     out.run("microphone", f"opening {settings.capture_device!r}", lambda: device("capture", DSP_RATE))
     out.run("speaker", f"opening {settings.playback_device!r}", lambda: device("playback", settings.sample_rate))
+    if backend:
+        backend[0].close()
     out.run("gpio", "claiming the pins",
             lambda: checks.check_gpio(settings.gpio_backend, lambda: env.controls(settings)))
 

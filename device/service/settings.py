@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -20,6 +20,9 @@ from pydantic_settings import (
 )
 
 from device.core.events import CallMode
+
+if TYPE_CHECKING:
+    from hw.settings import HwSettings
 
 DEFAULT_URL: Final = "wss://api.smallest.ai/atoms/v1/agent/connect"
 DEFAULT_CONFIG_FILE: Final = Path("/etc/atoms-appliance/config.toml")
@@ -88,7 +91,8 @@ class Settings(BaseSettings):
     fake_echo_ir_file: Path | None = Field(None, description="impulse-response WAV for the room echo")
 
     # -- controls -------------------------------------------------------------------------------
-    gpio_backend: Literal["gpiozero", "mock", "none"] = Field("gpiozero", description="gpiozero | mock | none")
+    gpio_backend: Literal["gpiozero", "mock", "keyboard", "none"] = Field(
+        "gpiozero", description="buttons and LEDs: gpiozero | mock | keyboard (terminal keys, `run --keys`) | none")
     call_pin: int | None = Field(17, ge=0, le=27, description="BCM pin of the call/talk button")
     mute_pin: int | None = Field(27, ge=0, le=27, description="BCM pin of the mute button")
     status_led_pin: int | None = Field(22, ge=0, le=27, description="BCM pin of the status LED")
@@ -260,3 +264,10 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         return cls(**overrides)
     except ValidationError as exc:
         raise ConfigError("\n".join(_describe(e) for e in exc.errors())) from None
+
+
+if TYPE_CHECKING:
+    def _settings_are_hw_settings(settings: Settings) -> HwSettings:
+        # mypy's check that Settings has every field the hw backends read, with a fitting type
+        # (hw.settings.HwSettings); hw cannot import this module, so the assertion lives here.
+        return settings

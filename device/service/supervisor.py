@@ -52,45 +52,15 @@ from device.service.settings import Settings
 from device.service.stats import rss_mb, write_json_atomic
 from device.session.client import SessionClient, SessionConfig
 from hw.audio import AudioBackend
-from hw.clock import Clock, RealClock, UnpacedClock
+from hw.clock import Clock, RealClock
 from hw.controls import Controls, LedState
-from hw.registry import audio_backend, controls_backend
+from hw.registry import audio_backend_from_settings, controls_from_settings
 
 log = logging.getLogger(__name__)
 
 TICK: Final = 0.25
 MAX_PENDING_EVENTS: Final = 1000
 WATCHDOG_STALE: Final = 5.0  # an audio thread without progress for this long is stuck
-
-
-def build_audio_backend(settings: Settings) -> AudioBackend:
-    """The audio backend chosen by settings (the one injection point for audio hardware)."""
-    if settings.audio_backend == "fake":
-        from hw.fake_audio import FakeRoom
-
-        room = None
-        if settings.fake_echo_gain_db is not None or settings.fake_echo_ir_file is not None:
-            room = FakeRoom.from_files(16000, settings.fake_echo_delay_ms,
-                                       settings.fake_echo_gain_db if settings.fake_echo_gain_db is not None else -6.0,
-                                       settings.fake_echo_ir_file)
-        return audio_backend(
-            "fake", capture_file=settings.fake_capture_file, playback_file=settings.fake_playback_file,
-            clock_factory=RealClock if settings.fake_realtime else UnpacedClock, room=room,
-            keep_history=False)
-    return audio_backend("alsa", capture_device=settings.capture_device,
-                         playback_device=settings.playback_device, period_ms=settings.period_ms,
-                         buffer_periods=settings.playback_buffer_periods)
-
-
-def build_controls(settings: Settings) -> Controls:
-    """The buttons and LEDs chosen by settings."""
-    if settings.gpio_backend == "none":
-        return controls_backend("none")
-    return controls_backend(
-        settings.gpio_backend, call_pin=settings.call_pin, mute_pin=settings.mute_pin,
-        status_led_pin=settings.status_led_pin, mute_led_pin=settings.mute_led_pin,
-        speaking_led_pin=settings.speaking_led_pin, bounce_ms=settings.button_bounce_ms,
-        hold_seconds=settings.long_press_seconds)
 
 
 def session_config(settings: Settings) -> SessionConfig:
@@ -136,8 +106,10 @@ class ApplianceService:
         self.persist = PersistentState(settings.state_dir)
         self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()  # put() is reentrant: signal-safe
         self.dropped_events = 0
-        self.backend = backend or build_audio_backend(settings)
-        self.controls = controls or build_controls(settings)
+        # The one injection point: the backends the settings name (hw.registry), unless a test
+        # hands in ready-made ones.
+        self.backend = backend or audio_backend_from_settings(settings)
+        self.controls = controls or controls_from_settings(settings)
         self.uplink = UplinkQueue(max(1, settings.uplink_queue_ms // UPLINK_CHUNK_MS))
         rate = settings.sample_rate
         self.jitter = JitterBuffer(int(settings.jitter_buffer_seconds * rate * 2))
@@ -430,9 +402,7 @@ class ApplianceService:
         except Exception:
             log.exception("closing the controls failed")
         self.dsp.close()
-        close = getattr(self.backend, "close", None)
-        if callable(close):
-            close()
+        self.backend.close()
         if self.recorder is not None:
             try:
                 self.recorder.dump(reason="exit")

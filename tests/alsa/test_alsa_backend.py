@@ -16,6 +16,7 @@ import alsaaudio
 import numpy as np
 import pytest
 
+from device.service.settings import load_settings
 from hw.alsa import (
     MAX_FRUITLESS_CALLS,
     AlsaAudioBackend,
@@ -30,7 +31,7 @@ from hw.alsa import (
 )
 from hw.audio import AudioFormat
 from hw.errors import DeviceUnavailable, HardwareError
-from hw.registry import audio_backend
+from hw.registry import audio_backend, audio_backend_from_settings
 
 if TYPE_CHECKING:
     from .conftest import AlsaTestConfig
@@ -351,6 +352,21 @@ def test_registry_builds_the_alsa_backend(alsa: AlsaTestConfig) -> None:
     assert isinstance(backend, AlsaAudioBackend)
     mic = backend.capture(RATE, PERIOD)
     assert (mic.hw_period_frames, mic.hw_periods) == (320, 2)
+
+
+def test_the_alsa_backend_builds_itself_from_settings(alsa: AlsaTestConfig) -> None:
+    settings = load_settings(audio_backend="alsa", capture_device=alsa.capture_pcm,
+                             playback_device=alsa.playback_pcm, period_ms=20, playback_buffer_periods=5)
+    backend = audio_backend_from_settings(settings)
+    assert isinstance(backend, AlsaAudioBackend)
+    assert (backend.capture_device, backend.playback_device) == (alsa.capture_pcm, alsa.playback_pcm)
+    assert (backend.period_ms, backend.buffer_periods) == (20, 5)
+    alsa.set_capture(ramp(PERIOD * 2))
+    with backend.capture(RATE, PERIOD) as mic:
+        assert mic.read() == ramp(PERIOD)
+    backend.close()
+    backend.close()  # idempotent, and the backend still makes devices (it holds no PCM itself)
+    assert backend.playback(RATE, PERIOD).device == alsa.playback_pcm
 
 
 @pytest.mark.parametrize(

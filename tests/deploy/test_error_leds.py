@@ -92,6 +92,9 @@ def test_disabled_led_and_none_backend() -> None:
                 "gpio_backend": "gpiozero"}
     assert error_leds.run(settings, stop, factory) == 0
     assert error_leds.run({"gpio_backend": "none"}, stop) == 0
+    keys = MockFactory()
+    assert error_leds.run({"gpio_backend": "keyboard", "mute_led_pin": 23}, stop, keys) == 0
+    assert not keys.pins   # terminal keys (`run --keys`): no LED pin is claimed
 
 
 def test_script_runs_and_stops_on_sigterm(tmp_path: Path) -> None:

@@ -20,9 +20,9 @@ from device.doctor.core import Status
 from device.doctor.echo import ChirpPlan, EchoMeasurement, EchoRecording, analyse, record_echo, sweep_signal
 from device.doctor.meter import LiveLine, MeterResult, format_reading, level_bar, measure_levels, run_meter
 from device.service.settings import load_settings
-from device.service.supervisor import build_audio_backend
 from hw.clock import LockstepClock, UnpacedClock
 from hw.fake_audio import FakeAudioBackend, FakeRoom
+from hw.registry import audio_backend_from_settings
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -184,7 +184,7 @@ def test_run_audio_measures_the_room_from_settings() -> None:
     out = io.StringIO()
     options = AudioOptions("fake", settings.sample_rate, settings.period_ms, settings.playback_buffer_periods,
                            settings.aec, settings.half_duplex, seconds=1.0)
-    results, data = run_audio(options, lambda: build_audio_backend(settings), LiveLine(out, tty=False))
+    results, data = run_audio(options, lambda: audio_backend_from_settings(settings), LiveLine(out, tty=False))
     by_name = {r.name: r for r in results}
     assert list(by_name) == ["mic level", "echo", "clock drift", "echo reduction"]
     assert by_name["mic level"].status is Status.WARN          # the fake mic is silent

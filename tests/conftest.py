@@ -7,6 +7,7 @@ from typing import Any, Protocol
 import pytest
 
 from device.sim.server import SimOptions, Simulator
+from tests.pin_factory import preserved_pin_factory
 
 # Distinctive, so that "the key never appears" can be checked by searching for it.
 DEFAULT_TEST_KEY = "sk-test-SECRET-4242-do-not-log"
@@ -18,6 +19,14 @@ class ThreadOwner(Protocol):
     def stop(self) -> None: ...
 
     def join(self, timeout: float) -> bool: ...
+
+
+@pytest.fixture(autouse=True)
+def gpiozero_pin_factory() -> Iterator[None]:
+    """gpiozero's global `Device.pin_factory` saved before every test and restored after it
+    (tests/pin_factory.py says why)."""
+    with preserved_pin_factory():
+        yield
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from hw.controls import (
 from hw.errors import DeviceUnavailable, UnknownBackend
 from hw.gpio import GpioControls, MockGpioControls, RecordingPWMPin
 from hw.registry import controls_backend
+from tests.pin_factory import preserved_pin_factory
 
 WAIT = 2.0  # every wait is bounded by this
 CALL, MUTE = ButtonName.CALL, ButtonName.MUTE
@@ -334,11 +335,23 @@ def test_registry_none_backend_records_leds() -> None:
 
 
 def test_gpiozero_backend_without_gpio_raises_device_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
-    if Device.pin_factory is not None:
-        pytest.skip("a global gpiozero pin factory is already set in this process")
+    # gpiozero consults GPIOZERO_PIN_FACTORY only while no global factory is set: start from none
+    # (tests/conftest.py's fixture puts back whatever was there), so this runs in any order, anywhere.
+    monkeypatch.setattr(Device, "pin_factory", None)
     monkeypatch.setenv("GPIOZERO_PIN_FACTORY", "no-such-factory")  # honoured by gpiozero itself
     with pytest.raises(DeviceUnavailable, match="call button on GPIO17.*no-such-factory"):
         controls_backend("gpiozero")
+
+
+def test_a_global_factory_a_test_leaves_is_closed_and_the_saved_one_restored() -> None:
+    saved = Device.pin_factory
+    with preserved_pin_factory():
+        leaked = MockFactory()
+        Device.pin_factory = leaked
+        LED(CALL_PIN)              # no pin_factory=: on the global one, as the "gpiozero" backend does
+        assert leaked.pins
+    assert Device.pin_factory is saved
+    assert not leaked.pins         # closed: its pins are free for the next test
 
 
 def test_registry_unknown_backend() -> None:

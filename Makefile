@@ -33,10 +33,11 @@ demo: deps venv
 test: deps venv
 	$(BIN)/python -m pytest -q
 
-# The full fault-injection suite (more repetitions, longer faults), then docs/reliability.md.
+# The full fault-injection suite (more repetitions, longer faults), then docs/reliability.md
+# (tools/fault_report.py). Programs that are not tests live in tools/ (tools/__init__.py lists them).
 test-faults: deps venv
 	ATOMS_FAULTS_FULL=1 $(BIN)/python -m pytest -q tests/faults; status=$$?; \
-	$(BIN)/python -m tests.faults.report; exit $$status
+	$(BIN)/python -m tools.fault_report; exit $$status
 
 # On a device only (plays sound): the ALSA backend and the echo canceller on the real sound card.
 # The devices come from ATOMS_CAPTURE_DEVICE / ATOMS_PLAYBACK_DEVICE (default: `default`).
@@ -45,14 +46,14 @@ test-hardware: deps venv
 
 # Not in CI: 30 real minutes by default (SOAK_ARGS=--quick for 2, or --unpaced --audio-hours 2).
 soak: deps venv
-	$(BIN)/python -m tests.soak.run $(SOAK_ARGS)
+	$(BIN)/python -m tools.soak $(SOAK_ARGS)
 
 bench: deps venv
-	$(BIN)/python -m tests.bench.run
+	$(BIN)/python -m tools.bench
 
 lint: venv
-	$(BIN)/ruff check device hw tests
-	$(BIN)/mypy device hw
+	$(BIN)/ruff check device hw tools tests
+	$(BIN)/mypy device hw tools
 
 clean:
 	rm -rf $(VENV) .stamp-deps demo-out bench-out

@@ -1,6 +1,8 @@
-"""Fixtures shared by the test folders: the local agent simulator on loopback."""
+"""Fixtures shared by the test folders: the local agent simulator on loopback, and the process-wide
+state every test gets back as it found it (gpiozero's pin factory, the root log level)."""
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
@@ -8,9 +10,7 @@ import pytest
 
 from device.sim.server import SimOptions, Simulator
 from tests.pin_factory import preserved_pin_factory
-
-# Distinctive, so that "the key never appears" can be checked by searching for it.
-DEFAULT_TEST_KEY = "sk-test-SECRET-4242-do-not-log"
+from tools.service_process import TEST_KEY
 
 
 class ThreadOwner(Protocol):
@@ -29,6 +29,16 @@ def gpiozero_pin_factory() -> Iterator[None]:
         yield
 
 
+@pytest.fixture(autouse=True)
+def root_log_level() -> Iterator[None]:
+    """The root logger's level put back after every test: a test that calls `setup_logging("ERROR")`
+    must not silence the warnings a later test asserts on with `caplog`."""
+    root = logging.getLogger()
+    level = root.level
+    yield
+    root.setLevel(level)
+
+
 @pytest.fixture
 def started() -> Iterator[list[ThreadOwner]]:
     """Append what a test starts (a pipeline, a dump thread...): all stopped, then joined, after it."""
@@ -43,7 +53,7 @@ def started() -> Iterator[list[ThreadOwner]]:
 @pytest.fixture
 def sim_api_key() -> str:
     """The key the simulator accepts (a folder's conftest may override it)."""
-    return DEFAULT_TEST_KEY
+    return TEST_KEY   # the key the service harness hands the service (tools.service_process)
 
 
 @pytest.fixture

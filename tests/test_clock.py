@@ -6,7 +6,7 @@ import threading
 import pytest
 
 from hw.clock import LockstepClock, LockstepMember, UnpacedClock
-from tests.polling import wait_until
+from tools.polling import wait_until
 
 STEP = 0.01
 STEPS = 2000

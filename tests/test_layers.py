@@ -1,10 +1,15 @@
-"""The layering rule, read from the source: `hw/` imports nothing from `device/` (nor `tests/`)."""
+"""The layering rules, read from the source: `hw` <- `device` <- `tools` <- `tests`.
+
+`hw/` imports nothing from `device/`, `tools/` or `tests/`; `device/` nothing from `tools/` or
+`tests/`; `tools/` (programs and the instruments the tests share) nothing from `tests/`.
+"""
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
-HW = Path(__file__).resolve().parent.parent / "hw"
+REPO = Path(__file__).resolve().parent.parent
+HW = REPO / "hw"
 
 
 def _imported_modules(path: Path) -> set[str]:
@@ -18,15 +23,26 @@ def _imported_modules(path: Path) -> set[str]:
     return names
 
 
-def test_hw_imports_nothing_above_it() -> None:
-    files = sorted(HW.rglob("*.py"))
-    assert files, "no hw modules found"
+def _offenders(package: str, above: tuple[str, ...]) -> dict[str, list[str]]:
+    files = sorted((REPO / package).rglob("*.py"))
+    assert files, f"no {package} modules found"
     offenders = {
-        str(path.relative_to(HW.parent)): sorted(m for m in _imported_modules(path)
-                                                 if m.split(".")[0] in ("device", "tests"))
+        str(path.relative_to(REPO)): sorted(m for m in _imported_modules(path) if m.split(".")[0] in above)
         for path in files
     }
-    assert not {k: v for k, v in offenders.items() if v}
+    return {k: v for k, v in offenders.items() if v}
+
+
+def test_hw_imports_nothing_above_it() -> None:
+    assert not _offenders("hw", ("device", "tools", "tests"))
+
+
+def test_device_imports_neither_tools_nor_tests() -> None:
+    assert not _offenders("device", ("tools", "tests"))
+
+
+def test_tools_import_nothing_from_tests() -> None:
+    assert not _offenders("tools", ("tests",))
 
 
 def test_the_check_sees_a_violation(tmp_path: Path) -> None:

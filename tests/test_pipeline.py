@@ -12,7 +12,7 @@ from device.audio.pipeline import AudioPipeline
 from device.core.events import Event, HardwareBack, HardwareLost
 from hw.clock import ManualClock, UnpacedClock
 from hw.fake_audio import FakeAudioBackend, FakePlayback, SpeakerOp
-from tests.polling import wait_until
+from tools.polling import wait_until
 
 AGENT_LEVEL = 8000
 

@@ -5,12 +5,13 @@ import importlib.util
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+
+from tools.polling import wait_until
 
 SCRIPT = Path(__file__).resolve().parents[2] / "deploy" / "error_leds.py"
 
@@ -70,7 +71,7 @@ def test_pattern_on_mock_pins_until_stopped() -> None:
     try:
         status, mute, speaking = factory.pin(22), factory.pin(23), factory.pin(24)
         # Bounded wait for the blinking to show: at least on, off, on again.
-        assert _wait_for(lambda: sum(1 for s in status.states if s.state) >= 2), status.states
+        assert wait_until(lambda: sum(1 for s in status.states if s.state) >= 2, 3, interval=0.02), status.states
         assert mute.state is True       # red: no audio leaves the device
         assert speaking.state is False
     finally:
@@ -114,14 +115,3 @@ def test_script_runs_and_stops_on_sigterm(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-
-
-def _wait_for(predicate: Any, timeout: float = 3.0) -> bool:
-    """Poll `predicate` until it holds or `timeout` seconds pass (a bounded wait, not a sleep)."""
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        pause.wait(0.02)
-    return bool(predicate())

@@ -1,6 +1,6 @@
 """Echo cancellation (livekit's WebRTC AEC3) on a simulated room, driven as the audio threads drive it.
 
-Scene (tests/dsp/signals.py): espeak-ng far-end speech at -20 dBFS active level goes to a speaker
+Scene (tools/signals.py): espeak-ng far-end speech at -20 dBFS active level goes to a speaker
 that soft-clips at -6 dBFS, through a room (RT60 200 ms, 3 dB direct-to-reverberant, bulk delay)
 into the mic at 0 dB echo path gain, plus white noise at -70 dBFS. The noise sits ~50 dB under the
 echo so the measurement is not capped by it: ERLE counts everything in the output, and with the
@@ -15,9 +15,11 @@ import numpy as np
 import pytest
 
 from device.audio.dsp import FRAME_BYTES, make_capture_dsp, reference_frame_bytes
-
-from .signals import (
+from tools.signals import (
+    AEC_SCENE_ECHO_GAIN_DB,
+    AEC_SCENE_NOISE_DBFS,
     FAR_TEXT,
+    MIN_ERLE_DB,
     NEAR_TEXT,
     band_limit,
     erle_db,
@@ -26,10 +28,6 @@ from .signals import (
     speech,
     with_pauses,
 )
-
-NOISE_DBFS = -70.0
-ECHO_GAIN_DB = 0.0
-MIN_ERLE_DB = 25.0
 
 
 def _far(rate: int) -> np.ndarray:
@@ -42,7 +40,7 @@ def test_echo_is_reduced_after_one_second(far_rate: int, delay_ms: int) -> None:
     dsp = make_capture_dsp("webrtc", 0, 0)
     far = _far(far_rate)
     run = run_echo_scene(dsp.process, dsp.reference, far, far_rate, delay_ms=delay_ms,
-                         gain_db=ECHO_GAIN_DB, noise_dbfs=NOISE_DBFS)
+                         gain_db=AEC_SCENE_ECHO_GAIN_DB, noise_dbfs=AEC_SCENE_NOISE_DBFS)
     erle = erle_db(run, start_s=1.0)
     assert erle >= MIN_ERLE_DB, f"echo reduction {erle:.1f} dB after 1 s"
     assert erle_db(run, start_s=3.0) >= 30.0   # steady state (measured ~44 dB)
@@ -62,7 +60,7 @@ def test_near_end_talker_alone_passes_through() -> None:
     dsp = make_capture_dsp("webrtc", 0, 0)
     near = speech(NEAR_TEXT, 16000, voice="en-us+f3", level=-26.0)
     run = run_echo_scene(dsp.process, dsp.reference, np.zeros(len(near)), 16000, near=near,
-                         gain_db=ECHO_GAIN_DB, noise_dbfs=NOISE_DBFS)
+                         gain_db=AEC_SCENE_ECHO_GAIN_DB, noise_dbfs=AEC_SCENE_NOISE_DBFS)
     settled = slice(8000, None)
     before = level_dbfs(band_limit(run.near[settled], 16000, 200, 7000))
     after = level_dbfs(band_limit(run.out[settled], 16000, 200, 7000))
@@ -86,8 +84,8 @@ def test_silence_must_reach_the_canceller_as_zero_frames() -> None:
                 return
             dsp.reference(pcm, rate)
 
-        run = run_echo_scene(dsp.process, reference, far, 16000, gain_db=ECHO_GAIN_DB,
-                             noise_dbfs=NOISE_DBFS)
+        run = run_echo_scene(dsp.process, reference, far, 16000, gain_db=AEC_SCENE_ECHO_GAIN_DB,
+                             noise_dbfs=AEC_SCENE_NOISE_DBFS)
         results[skip_silence] = erle_db(run, start_s=1.0)
     assert results[False] >= MIN_ERLE_DB
     assert results[False] - results[True] >= 6.0, results
@@ -144,8 +142,8 @@ def test_full_chain_cancels_and_detects_speech() -> None:
     """AEC + noise suppression + auto gain: the echo stays down and the talker is flagged as speech."""
     dsp = make_capture_dsp("webrtc", 2, 3)
     far = _far(24000)
-    run = run_echo_scene(dsp.process, dsp.reference, far, 24000, gain_db=ECHO_GAIN_DB,
-                         noise_dbfs=NOISE_DBFS)
+    run = run_echo_scene(dsp.process, dsp.reference, far, 24000, gain_db=AEC_SCENE_ECHO_GAIN_DB,
+                         noise_dbfs=AEC_SCENE_NOISE_DBFS)
     assert erle_db(run, start_s=1.0) >= MIN_ERLE_DB
     near = speech(NEAR_TEXT, 16000, voice="en-us+f3", level=-26.0)
     speech_flags: list[bool] = []
@@ -156,13 +154,13 @@ def test_full_chain_cancels_and_detects_speech() -> None:
         return out
 
     silent_speaker = np.zeros(len(near) * 24000 // 16000)
-    run_echo_scene(process, dsp.reference, silent_speaker, 24000, near=near, noise_dbfs=NOISE_DBFS)
+    run_echo_scene(process, dsp.reference, silent_speaker, 24000, near=near, noise_dbfs=AEC_SCENE_NOISE_DBFS)
     # The talker speaks in about 70% of the frames: the flag follows speech, not just "on".
     assert 0.3 < np.mean(speech_flags) < 0.95
 
 
 def test_the_documentation_figure_can_be_regenerated(tmp_path: Path) -> None:
-    from .plot_echo_reduction import main
+    from tools.plot_echo_reduction import main
 
     out = tmp_path / "echo-reduction.svg"
     assert main(["--out", str(out)]) == 0

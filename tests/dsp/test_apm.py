@@ -10,8 +10,7 @@ import pytest
 
 from device.audio import apm as apm_module
 from device.audio.apm import DirectApm, PublicApiApm, make_apm
-
-from .signals import FAR_TEXT, NEAR_TEXT, erle_db, run_echo_scene, speech
+from tools.signals import FAR_TEXT, NEAR_TEXT, erle_db, run_echo_scene, speech
 
 
 def _talk(apm: apm_module.EchoCanceller, far_rate: int) -> np.ndarray:

@@ -8,8 +8,7 @@ import pytest
 import soxr
 
 from device.audio.dsp import FRAME_BYTES, CaptureDsp, Resampler, make_capture_dsp
-
-from .signals import white_noise
+from tools.signals import white_noise
 
 
 def _frame(seed: int = 1) -> bytes:

@@ -12,8 +12,7 @@ import pytest
 from device.diagnostics.dumper import DebugDumper
 from device.diagnostics.recorder import DebugRecorder, DumpedFile
 from tests.conftest import ThreadOwner
-
-from .signals import ramp, read_wav
+from tools.signals import ramp, read_wav
 
 
 def test_a_request_writes_the_three_streams_sample_exact(tmp_path: Path, started: list[ThreadOwner]) -> None:

@@ -9,8 +9,7 @@ import pytest
 
 from device.audio.dsp import FRAME_BYTES, make_capture_dsp
 from device.diagnostics.recorder import DebugRecorder
-
-from .signals import ramp, read_wav
+from tools.signals import ramp, read_wav
 
 
 def test_ring_keeps_only_the_last_seconds(tmp_path: Path) -> None:

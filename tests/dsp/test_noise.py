@@ -25,8 +25,7 @@ import numpy as np
 import pytest
 
 from device.audio.dsp import FRAME_BYTES, make_capture_dsp
-
-from .signals import (
+from tools.signals import (
     active_frames,
     frame_powers,
     from_pcm16,

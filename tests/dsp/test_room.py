@@ -9,8 +9,7 @@ import pytest
 
 from hw.fake_audio import FakeRoom
 from hw.wavio import write_wav_mono16
-
-from .signals import level_dbfs, to_pcm16
+from tools.signals import level_dbfs, to_pcm16
 
 
 def _play_and_listen(room: FakeRoom, speaker: np.ndarray, speaker_rate: int, speaker_period: int,

@@ -6,17 +6,17 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import ServiceProcess
+from tools.service_process import ServiceProcess
 
 
 @pytest.fixture
 def start_service(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
     services: list[ServiceProcess] = []
 
-    def start(url: str, **settings: Any) -> ServiceProcess:
+    def start(url: str, *run_args: str, **settings: Any) -> ServiceProcess:
         service = ServiceProcess(tmp_path, url, **settings)
         services.append(service)
-        return service.start()
+        return service.start(*run_args)
 
     yield start
     for service in services:

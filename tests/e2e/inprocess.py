@@ -1,10 +1,10 @@
 """The service in this process (its main loop on a thread), for tests that hold hardware fakes:
 gpiozero's MockFactory pins and the fake audio pair live here, so a test can press a pin and read
-an LED while the real service runs. Waits are on the observer's Condition, always bounded."""
+an LED while the real service runs. State waits are on the observer's Condition; conditions no
+event announces (counters, pins) are waited on with `tools.polling.wait_until`; all bounded."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,7 @@ from device.service.settings import load_settings
 from device.service.supervisor import ApplianceService
 from hw.controls import Controls
 from hw.fake_audio import FakeAudioBackend
-from tests.e2e.harness import TEST_KEY
+from tools.service_process import TEST_KEY
 
 
 class InProcessService:
@@ -49,15 +49,6 @@ class InProcessService:
         with self._cond:
             return self._cond.wait_for(
                 lambda: all(self.state.get(k) == v for k, v in expected.items()), timeout)
-
-    def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-        """Wait for a predicate over service counters; re-checked at each state change or 10 ms."""
-        done = threading.Event()
-        for _ in range(int(timeout * 100)):
-            if predicate():
-                return True
-            done.wait(0.01)
-        return predicate()
 
     def stop(self) -> None:
         self.service.request_stop()

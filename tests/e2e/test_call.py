@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from device.sim.voice import synthesize
-from tests.e2e.harness import REPO, TEST_KEY, played_agent_seconds, sound_span_seconds, speech_wav
+from tools import REPO
+from tools.service_process import TEST_KEY, played_agent_seconds, sound_span_seconds, speech_wav
 
 pytestmark = pytest.mark.slow
 
@@ -177,4 +178,19 @@ def test_session_timeout_in_always_mode_starts_a_new_session(start_sim, start_se
     assert sim.wait_for_event("created", 10, count=2), sim.events
     assert service.wait_for_log(r"session closed by the server: timeout", 5)
     assert service.count_log(r"connection lost") == 0  # a clean end, not a network error
+    assert service.stop() == 0
+
+
+def test_run_keys_makes_the_keyboard_the_buttons(start_sim, start_service) -> None:
+    """`run --keys` sets gpio_backend = keyboard, which hw.registry builds like any backend: keys
+    typed on the service's stdin are its call button (the harness's ATOMS_GPIO_BACKEND=none loses)."""
+    sim = start_sim()
+    service = start_service(sim.url, "--keys", call_mode="button")
+    assert service.wait_for_log(r"keys: c/space = call", 5), service.output()   # the keyboard's help
+    service.keys("c")
+    assert sim.wait_for_event("created", 10), service.output()
+    assert service.wait_for_log(r"state in_call", 10)
+    service.keys("c")
+    assert sim.wait_for(lambda: sim.session_closes == 1, 5), sim.events
+    assert service.wait_for_log(r"state idle", 5)
     assert service.stop() == 0

@@ -12,6 +12,7 @@ from hw.controls import ButtonName, StatusPattern
 from hw.fake_audio import FakeAudioBackend
 from hw.gpio import MockGpioControls
 from tests.e2e.inprocess import InProcessService
+from tools.polling import wait_until
 
 pytestmark = pytest.mark.slow
 CHUNK = 16000 * 20 // 1000 * 2  # one 20 ms uplink chunk at 16 kHz
@@ -59,21 +60,21 @@ def test_buttons_and_leds_through_a_call_and_a_reconnect(start_sim, run_service)
     svc.controls.press(ButtonName.CALL)
     svc.controls.release(ButtonName.CALL)
     assert svc.wait_state(call="in_call")
-    assert svc.wait_for(lambda: led(svc, "status_led") == 1)  # solid in a call
+    assert wait_until(lambda: led(svc, "status_led") == 1, 10)  # solid in a call
     svc.controls.press(ButtonName.MUTE)
     svc.controls.release(ButtonName.MUTE)
     assert svc.wait_state(call="in_call", muted=True)
-    assert svc.wait_for(lambda: led(svc, "mute_led") == 1)
+    assert wait_until(lambda: led(svc, "mute_led") == 1, 10)
     # The simulator drops the socket: blinking while reconnecting, mute stays on.
     assert svc.wait_state(call="reconnecting", muted=True)
     assert svc.service.leds.status == StatusPattern.BLINK and led(svc, "mute_led") == 1
     assert svc.wait_state(call="in_call", muted=True)
-    assert svc.wait_for(lambda: led(svc, "status_led") == 1) and led(svc, "mute_led") == 1
+    assert wait_until(lambda: led(svc, "status_led") == 1, 10) and led(svc, "mute_led") == 1
     svc.controls.press(ButtonName.CALL)
     svc.controls.release(ButtonName.CALL)
     assert svc.wait_state(call="idle", muted=True)
     assert sim.wait_for(lambda: sim.session_closes == 1, 5)
-    assert svc.wait_for(lambda: led(svc, "status_led") == 0) and led(svc, "mute_led") == 1
+    assert wait_until(lambda: led(svc, "status_led") == 0, 10) and led(svc, "mute_led") == 1
     svc.stop()
     assert (led(svc, "status_led"), led(svc, "mute_led"), led(svc, "speaking_led")) == (0, 0, 0)
 
@@ -83,7 +84,7 @@ def test_push_to_talk_sends_only_while_held_and_commits_on_release(start_sim, ru
     svc = run_service(sim.url, backend=talking_mic(), call_mode="push_to_talk")
     assert svc.wait_state(call="in_call")
     p = svc.service.pipeline
-    assert svc.wait_for(lambda: p.counters.frames_gated > 50)
+    assert wait_until(lambda: p.counters.frames_gated > 50, 10)
     assert sim.audio_bytes_received == 0  # connected, but nothing leaves before the press
     svc.controls.press(ButtonName.CALL)
     assert svc.wait_state(talking=True)
@@ -101,7 +102,7 @@ def test_push_to_talk_sends_only_while_held_and_commits_on_release(start_sim, ru
     flushed_at = p.counters.agent_periods_played
     assert flushed_at >= played_before
     frames = p.counters.frames_captured
-    assert svc.wait_for(lambda: p.counters.frames_captured > frames + 50)  # hold for 0.5 s more
+    assert wait_until(lambda: p.counters.frames_captured > frames + 50, 10)  # hold for 0.5 s more
     assert p.counters.agent_periods_played <= flushed_at + 1  # ... and stays silent while held
     svc.controls.release(ButtonName.CALL)
     assert sim.wait_for_event("commit", 5, count=2)
@@ -121,7 +122,7 @@ def test_mute_holds_across_reconnect_and_restart(start_sim, run_service, tmp_pat
     assert sim.wait_for_event("created", 10, count=2)  # the drop, then a new session
     assert svc.wait_state(call="in_call", muted=True)
     frames = svc.service.pipeline.counters.frames_captured
-    assert svc.wait_for(lambda: svc.service.pipeline.counters.frames_captured > frames + 100)
+    assert wait_until(lambda: svc.service.pipeline.counters.frames_captured > frames + 100, 10)
     second = [k for k in sim.audio_bytes_by_session if k not in first_session]
     assert all(sim.audio_bytes_by_session[k] == 0 for k in second)
     assert svc.controls.pin("mute_led").state > 0
@@ -129,10 +130,10 @@ def test_mute_holds_across_reconnect_and_restart(start_sim, run_service, tmp_pat
     # A restart: the device comes back muted, and nothing leaves until a person unmutes.
     again = run_service(sim.url, backend=talking_mic(), state_dir=state_dir, call_mode="always")
     assert again.wait_state(call="in_call", muted=True)
-    assert again.wait_for(lambda: again.controls.pin("mute_led").state > 0)
+    assert wait_until(lambda: again.controls.pin("mute_led").state > 0, 10)
     bytes_before = sim.audio_bytes_received
     frames = again.service.pipeline.counters.frames_captured
-    assert again.wait_for(lambda: again.service.pipeline.counters.frames_captured > frames + 100)
+    assert wait_until(lambda: again.service.pipeline.counters.frames_captured > frames + 100, 10)
     assert sim.audio_bytes_received == bytes_before
     again.controls.press(ButtonName.MUTE)
     again.controls.release(ButtonName.MUTE)

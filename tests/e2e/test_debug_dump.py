@@ -24,9 +24,10 @@ from hw.clock import RealClock, UnpacedClock
 from hw.fake_audio import FakeAudioBackend
 from hw.gpio import MockGpioControls
 from hw.wavio import write_wav_mono16
-from tests.dsp.signals import ramp, read_wav
-from tests.e2e.harness import TEST_KEY
 from tests.e2e.inprocess import InProcessService
+from tools.polling import wait_until
+from tools.service_process import TEST_KEY
+from tools.signals import ramp, read_wav
 
 RATE = 16000
 PASSTHROUGH: dict[str, Any] = {"aec": "off", "noise_suppression": 0, "auto_gain_dbfs": 0}
@@ -52,7 +53,7 @@ def run_service(tmp_path: Path) -> Iterator[Callable[..., InProcessService]]:
         svc = InProcessService(tmp_path, url, MockGpioControls(hold_seconds=0.5), backend, **overrides)
         started.append(svc)
         svc.start()
-        assert svc.wait_for(lambda: svc.service.control.alive), "the control socket never came up"
+        assert wait_until(lambda: svc.service.control.alive, 10), "the control socket never came up"
         return svc
 
     yield start
@@ -74,11 +75,11 @@ def test_ctl_dump_audio_writes_exactly_what_was_fed(start_sim, run_service, tmp_
     mic = ramp(1, 8000)   # 0.5 s
     svc, _ = recording_service(start_sim, run_service, tmp_path, mic)
     pipeline = svc.service.pipeline
-    assert svc.wait_for(lambda: pipeline.counters.frames_captured * 160 >= len(mic) + 1600)
+    assert wait_until(lambda: pipeline.counters.frames_captured * 160 >= len(mic) + 1600, 10)
     tone = ramp(20000, 4000)   # 25 periods of 10 ms through the speaker, so into the reference
     before = pipeline.counters.periods_played
     pipeline.play_local(tone.tobytes())
-    assert svc.wait_for(lambda: pipeline.counters.periods_played >= before + 27)
+    assert wait_until(lambda: pipeline.counters.periods_played >= before + 27, 10)
 
     reply = send_command(svc.service.settings.control_socket, "dump_audio")
 
@@ -107,10 +108,10 @@ def test_a_lost_device_is_recorded_once_per_outage(start_sim, run_service, tmp_p
     dumper = service.dumper
     assert dumper is not None
     dumper.outage_interval = 0.0   # the rate limit has its own test below
-    assert svc.wait_for(lambda: counters.frames_captured * 160 >= 1.2 * RATE)   # over MIN_OUTAGE_SECONDS
+    assert wait_until(lambda: counters.frames_captured * 160 >= 1.2 * RATE, 10)   # over MIN_OUTAGE_SECONDS
 
     backend.capture_plug.unplug()
-    assert svc.wait_for(lambda: dumper.dumps == 1)
+    assert wait_until(lambda: dumper.dumps == 1, 10)
     lost = tmp_path / "rec" / "hardware-lost"
     raw, _ = read_wav(lost / "mic-raw.wav")
     assert len(raw) >= 1.2 * RATE
@@ -118,14 +119,14 @@ def test_a_lost_device_is_recorded_once_per_outage(start_sim, run_service, tmp_p
     assert_mic_then_silence(read_wav(lost / "mic-processed.wav")[0], mic)
 
     backend.playback_plug.unplug()   # the same outage: no second dump
-    assert svc.wait_for(lambda: service.state.hardware_faults == {"capture", "playback"})
+    assert wait_until(lambda: service.state.hardware_faults == {"capture", "playback"}, 10)
     backend.capture_plug.replug()
     backend.playback_plug.replug()
-    assert svc.wait_for(lambda: not service.state.hardware_faults)
+    assert wait_until(lambda: not service.state.hardware_faults, 10)
     assert dumper.requested == 1
 
     backend.playback_plug.unplug()   # a new outage
-    assert svc.wait_for(lambda: dumper.dumps == 2)
+    assert wait_until(lambda: dumper.dumps == 2, 10)
     assert dumper.requested == 2 and dumper.failures == 0
     assert not (tmp_path / "rec" / "mic-raw.wav").exists()   # only the outage folder so far
 

@@ -3,7 +3,7 @@
 Each fault test calls `record_fault(key, recovery_s, **details)` once it has verified the
 behaviour; the results of the session are written to `build/faults/results.json` when the session
 ends, and to `docs/reliability.md` as well when `ATOMS_FAULTS_REPORT=1` (or afterwards by
-`python -m tests.faults.report`, which is what `make test-faults` runs).
+`python -m tools.fault_report`, which is what `make test-faults` runs).
 """
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from tests.faults import BACKOFF_INITIAL, BACKOFF_MAX, FULL, FaultService, unique_tmp
-from tests.faults.report import RESULTS_FILE, Measurement, save_results, write_faults_section
+from tests.faults import BACKOFF_INITIAL, BACKOFF_MAX, FULL, unique_tmp
+from tools.fault_report import RESULTS_FILE, Measurement, save_results, write_faults_section
+from tools.fault_service import FaultService
 
 _RESULTS: list[Measurement] = []
 

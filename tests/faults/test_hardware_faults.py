@@ -17,7 +17,8 @@ from hw.clock import RealClock
 from hw.controls import NoControls, StatusPattern
 from hw.fake_audio import FakeAudioBackend
 from tests.e2e.inprocess import InProcessService
-from tests.faults import pick, poll, unique_tmp
+from tests.faults import pick, unique_tmp
+from tools.polling import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -66,21 +67,21 @@ def test_device_vanishes_and_comes_back(device: str, start_sim: SimFactory, run_
     plug = backend.capture_plug if device == "capture" else backend.playback_plug
     unplugged = time.time()
     plug.unplug()
-    assert poll(lambda: faults(svc) == [device], 3), svc.service.status()
+    assert wait_until(lambda: faults(svc) == [device], 3), svc.service.status()
     status = svc.service.status()
     assert status["call_state"] == "in_call"  # the call goes on
     assert status["leds"]["status"] == "fast_blink" and svc.service.leds.status == StatusPattern.FAST_BLINK
     assert device in (status["last_error"] or "")
     if device == "capture":
         # Nothing comes from a missing mic: the uplink stops (what was queued drains first).
-        assert poll(lambda: len(svc.service.uplink) == 0, 2)
+        assert wait_until(lambda: len(svc.service.uplink) == 0, 2)
         stopped_at = sim.audio_bytes_received
         assert not sim.wait_for(lambda: sim.audio_bytes_received > stopped_at + CHUNK, 0.3)
     else:
         played = p.counters.periods_played
-        assert not poll(lambda: p.counters.periods_played > played + 1, 0.3)
+        assert not wait_until(lambda: p.counters.periods_played > played + 1, 0.3)
     # Keep it away long enough for the reopen backoff to grow in the full form (0.5 s doubling).
-    assert not poll(lambda: not svc.service.pipeline.alive, pick(0.2, 3.0))
+    assert not wait_until(lambda: not svc.service.pipeline.alive, pick(0.2, 3.0))
     replugged = time.time()
     plug.replug()
     # Recovered at the first audio through again; then it must keep flowing.
@@ -91,10 +92,10 @@ def test_device_vanishes_and_comes_back(device: str, start_sim: SimFactory, run_
         assert sim.wait_for(lambda: sim.audio_bytes_received > before + 10 * CHUNK, 3)
     else:
         before = p.counters.periods_played
-        assert poll(lambda: p.counters.periods_played > before, 8, interval=0.005)
+        assert wait_until(lambda: p.counters.periods_played > before, 8, interval=0.005)
         recovery = time.time() - replugged
-        assert poll(lambda: p.counters.periods_played > before + 10, 3)
-    assert poll(lambda: faults(svc) == [], 2), svc.service.status()
+        assert wait_until(lambda: p.counters.periods_played > before + 10, 3)
+    assert wait_until(lambda: faults(svc) == [], 2), svc.service.status()
     status = svc.service.status()
     assert status["call_state"] == "in_call" and status["leds"]["status"] == "on"
     assert svc.service.leds.status == StatusPattern.ON
@@ -134,7 +135,7 @@ def test_playback_underruns_under_cpu_starvation(start_sim: SimFactory, run_serv
                       call_mode="always")
     assert svc.wait_state(call="in_call")
     p = svc.service.pipeline
-    assert poll(lambda: p.counters.agent_periods_played > 20, 10)  # the agent is talking
+    assert wait_until(lambda: p.counters.agent_periods_played > 20, 10)  # the agent is talking
     device = p.playback.device
     assert device is not None
     before = device.underruns
@@ -144,9 +145,9 @@ def test_playback_underruns_under_cpu_starvation(start_sim: SimFactory, run_serv
     assert not load.is_alive()
     ended = time.time()
     played = p.counters.periods_played
-    assert poll(lambda: p.counters.periods_played > played, 5, interval=0.005)
+    assert wait_until(lambda: p.counters.periods_played > played, 5, interval=0.005)
     recovery = time.time() - ended
-    assert poll(lambda: p.counters.periods_played > played + 50, 5)  # and 0.5 s of audio after it
+    assert wait_until(lambda: p.counters.periods_played > played + 50, 5)  # and 0.5 s of audio after it
     underruns = device.underruns - before
     assert underruns > 0, "a starved speaker must count its underruns"
     assert p.playback.device is device  # no reopen: an underrun is not a hardware fault

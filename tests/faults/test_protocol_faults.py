@@ -20,7 +20,9 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import ServerConnection, serve
 
-from tests.faults import FaultService, pick, poll
+from tests.faults import pick
+from tools.fault_service import POLL_INTERVAL, FaultService
+from tools.polling import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -201,4 +203,4 @@ def test_an_upgrade_that_never_becomes_a_session_is_retried(
     assert agent.wait(lambda: agent.connections >= 1, 10)
     # connect_timeout bounds TCP+TLS+upgrade; session.created should get a bound of its own.
     assert agent.wait(lambda: agent.connections >= 2, pick(2.5, 5.0)), service.status()
-    assert poll(lambda: service.status()["call_state"] in ("connecting", "reconnecting"), 1)
+    assert wait_until(lambda: service.status()["call_state"] in ("connecting", "reconnecting"), 1, interval=POLL_INTERVAL)

@@ -35,8 +35,10 @@ from device.service.logs import setup_logging
 from device.service.settings import Settings, config_file_warnings
 from device.session.client import SessionClient, SessionConfig
 from device.sim.server import SimOptions, Simulator
-from tests.e2e.harness import REPO, TEST_KEY
-from tests.faults import FaultService, poll
+from tools import REPO
+from tools.fault_service import POLL_INTERVAL, FaultService
+from tools.polling import wait_until
+from tools.service_process import TEST_KEY
 
 SimFactory = Callable[..., Simulator]
 ServiceFactory = Callable[..., FaultService]
@@ -342,7 +344,7 @@ def test_garbage_on_the_control_socket_does_not_silence_it(start_sim: SimFactory
         assert replies and all(r == {"ok": False, "error": replies[0]["error"]} for r in replies), replies
     assert service.status()["call_state"] == "idle"  # nothing in there was a command
     assert service.ctl("mute")["ok"]
-    assert poll(lambda: service.status()["muted"] is True, 3)
+    assert wait_until(lambda: service.status()["muted"] is True, 3, interval=POLL_INTERVAL)
     assert service.count_log(r"thread control-socket crashed") == 0
     assert service.count_log(r"bad control request") == 1  # logged once, then only counted
     assert service.stop() == 0

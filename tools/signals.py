@@ -1,8 +1,9 @@
 """Test signals for the capture DSP: speech, a room with a speaker, noise, and level measurements.
 
-Signals are float64 arrays in full-scale units (1.0 = PCM16 full scale); levels are RMS in dBFS
-relative to that (a full-scale square wave is 0 dBFS, a full-scale sine -3 dBFS). Everything is
-deterministic: espeak-ng output is fixed for a given text and voice, and all randomness is seeded.
+Shared by the DSP tests (tests/dsp), the benchmark (`tools.bench`) and the echo figure
+(`tools.plot_echo_reduction`). Signals are float64 arrays in full-scale units (1.0 = PCM16 full
+scale); levels are RMS in dBFS relative to that (a full-scale square wave is 0 dBFS, a full-scale
+sine -3 dBFS). Everything is deterministic: espeak-ng output is fixed for a given text and voice, and all randomness is seeded.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import wave
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 import numpy as np
 import soxr
@@ -26,6 +28,12 @@ FAR_TEXT = ("Hello, thanks for calling. I can help you book a table, check your 
             "questions about our opening hours. What would you like to do today?")
 NEAR_TEXT = ("Yes, I would like to book a table for four people tomorrow evening, around seven "
              "thirty if possible, near the window please.")
+
+# The echo-cancellation scene tests/dsp/test_aec.py asserts on and docs/echo-reduction.svg draws:
+# 0 dB echo path, and mic noise ~50 dB under the echo so ERLE reads the canceller, not the noise.
+AEC_SCENE_ECHO_GAIN_DB: Final = 0.0
+AEC_SCENE_NOISE_DBFS: Final = -70.0
+MIN_ERLE_DB: Final = 25.0   # echo reduction the test requires after 1 s (the figure's threshold line)
 
 
 def ramp(start: int, n: int) -> np.ndarray:

@@ -1,8 +1,9 @@
 """Run the real service as a subprocess (`python -m device run`) and watch it without sleeping.
 
-Its stderr is read by a thread into a list guarded by a Condition, so tests wait for a log line
+Its stderr is read by a thread into a list guarded by a Condition, so callers wait for a log line
 (`wait_for_log`) with a bounded timeout instead of sleeping; the simulator offers the same for
-what crosses the wire (`Simulator.wait_for`).
+what crosses the wire (`Simulator.wait_for`). Used by tests/e2e and, through
+`tools.fault_service`, by tests/faults and `tools.soak`.
 """
 from __future__ import annotations
 
@@ -14,14 +15,16 @@ import sys
 import threading
 import wave
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
 from device.service.control import send_command
-from tests.conftest import DEFAULT_TEST_KEY as TEST_KEY  # the key the shared simulator fixture accepts
+from tools import REPO
 
-REPO = Path(__file__).resolve().parents[2]
+# The key the harness gives the service. Distinctive, so that "the key never appears" can be
+# checked by searching for it; the tests' simulator fixture accepts it (tests/conftest.py).
+TEST_KEY: Final = "sk-test-SECRET-4242-do-not-log"
 
 
 def speech_wav(path: Path, lead_s: float = 0.5, tail_s: float = 1.5, rate: int = 16000) -> Path:
@@ -61,9 +64,14 @@ class ServiceProcess:
         self._cond = threading.Condition()
         self.proc: subprocess.Popen[str] | None = None
 
-    def start(self) -> ServiceProcess:
-        self.proc = subprocess.Popen([sys.executable, "-m", "device", "run"], env=self.env, cwd=REPO,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    def start(self, *run_args: str) -> ServiceProcess:
+        """Start `python -m device run [run_args]` and wait for its `ready:` line (20 s at most).
+
+        Its stdin is a pipe (`keys()` writes to it: the keyboard of `run --keys`).
+        """
+        self.proc = subprocess.Popen([sys.executable, "-m", "device", "run", *run_args], env=self.env, cwd=REPO,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True)
         threading.Thread(target=self._read, daemon=True).start()
         assert self.wait_for_log(r"ready: ", 20), self.output()
         return self
@@ -99,6 +107,12 @@ class ServiceProcess:
         with self._cond:
             return "\n".join(self.lines)
 
+    def keys(self, text: str) -> None:
+        """Type `text` on the service's stdin (the buttons of `run --keys`)."""
+        assert self.proc is not None and self.proc.stdin is not None
+        self.proc.stdin.write(text)
+        self.proc.stdin.flush()
+
     def ctl(self, cmd: str) -> dict[str, Any]:
         return send_command(self.socket, cmd)
 
@@ -128,6 +142,8 @@ class ServiceProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(5)
+        if self.proc is not None and self.proc.stdin is not None:
+            self.proc.stdin.close()
 
 
 def played_agent_seconds(path: Path, threshold: int = 300) -> float:

@@ -31,9 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from device.sim.server import SimOptions, Simulator
-from tests.e2e.harness import TEST_KEY, speech_wav
-from tests.faults import FaultService
-from tests.faults.report import REPO, host_line, write_soak_section
+from tools import REPO
+from tools.fault_report import host_line, write_soak_section
+from tools.fault_service import FaultService
+from tools.service_process import TEST_KEY, speech_wav
 
 OUT = REPO / "build" / "soak"
 GREETING = "Hello again. This is the soak test greeting, played at the start of every session."
@@ -163,14 +164,14 @@ def soak_body(args: argparse.Namespace, samples: list[Sample], stats: dict[str, 
                        f"MB/h; threads and descriptors <= +{MAX_COUNT_GROWTH})." if not problems
                        else "FAILED: " + "; ".join(problems) + "."),
         "",
-        "Run it: `make soak` (30 real minutes), `python -m tests.soak.run --quick` (2 minutes), "
-        "`python -m tests.soak.run --unpaced --audio-hours 2` (a two-hour call on unpaced fakes).",
+        "Run it: `make soak` (30 real minutes), `python -m tools.soak --quick` (2 minutes), "
+        "`python -m tools.soak --unpaced --audio-hours 2` (a two-hour call on unpaced fakes).",
     ]
     return "\n".join(lines) + "\n"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m tests.soak.run", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tools.soak", description=__doc__.split("\n")[0])
     p.add_argument("--minutes", type=float, default=30.0, help="wall minutes to run (default 30)")
     p.add_argument("--quick", action="store_true", help="2 minutes, a sample every 10 s, a reconnect every 30 s")
     p.add_argument("--unpaced", action="store_true", help="unpaced fake audio (stops after --audio-hours)")
@@ -188,7 +189,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    command = "python -m tests.soak.run " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m tools.soak " + " ".join(argv if argv is not None else sys.argv[1:])
     tmp = Path(tempfile.mkdtemp(prefix="atoms-soak-"))
     sim = Simulator(SimOptions(port=0, api_key=TEST_KEY, greeting=GREETING, drop_after=args.reconnect_seconds,
                                drop_count=None))

@@ -1,8 +1,8 @@
 """Writes `docs/reliability.md` from the fault suite's measurements and the soak run's samples.
 
-`python -m tests.faults.report` (what `make test-faults` runs after the suite) reads
+`python -m tools.fault_report` (what `make test-faults` runs after the suite) reads
 `build/faults/results.json`, written by the suite's session-finish hook, and regenerates the
-faults table; `tests/soak/run.py` regenerates the soak section through `write_soak_section`.
+faults table; `tools/soak.py` regenerates the soak section through `write_soak_section`.
 Each generated part sits between marker comments, so the hand-written parts of the document
 (the findings) survive every regeneration, and a fault run does not erase the soak numbers.
 """
@@ -19,7 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-REPO: Final = Path(__file__).resolve().parents[2]
+from tools import REPO
+
 DOC: Final = REPO / "docs" / "reliability.md"
 RESULTS_FILE: Final = REPO / "build" / "faults" / "results.json"
 
@@ -143,7 +144,7 @@ SKELETON: Final = """# Reliability
 
 How the appliance behaves when things go wrong, measured by the fault-injection suite
 (`tests/faults`, the real service process against the local agent simulator), and how its
-resources behave over a long call (`tests/soak/run.py`). The tables between the marker comments
+resources behave over a long call (`tools/soak.py`). The tables between the marker comments
 are generated; edit the rest by hand.
 
 <!-- BEGIN faults -->

@@ -40,11 +40,10 @@ from device.session.protocol import ServerMessageDecoder, encode_audio
 from hw.clock import LockstepClock, RealClock, UnpacedClock
 from hw.fake_audio import FakeAudioBackend, FakeRoom
 from hw.wavio import write_wav_mono16
-from tests.dsp import signals
+from tools import REPO, signals
 
 SECONDS = 60
 FRAMES = SECONDS * 100
-REPO = Path(__file__).resolve().parents[2]
 PI_ZERO_2W_FACTOR = 15.0  # x86 host -> Pi 4 is 5-10x (DESIGN); a Zero 2 W's A53 @1 GHz ~1.5-2x slower again
 
 SENTENCES = [

@@ -121,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command_name", required=True)
     run = sub.add_parser("run", help="run the appliance (the systemd service runs this)")
     run.add_argument("--config", type=Path, help="config.toml (default /etc/atoms-appliance/config.toml)")
-    run.add_argument("--keys", action="store_true", help="keyboard as buttons, LEDs drawn in the terminal (gpio_backend = keyboard)")
+    run.add_argument("--keys", action="store_true",
+                     help="keyboard as buttons, LEDs drawn in the terminal (gpio_backend = keyboard)")
     demo = sub.add_parser("demo", help="fake hardware against the bundled local agent")
     demo.add_argument("--out", default="demo-out", help="where to write agent.wav and stats")
     demo.add_argument("--timeout", type=float, default=30.0, help="give up after this many seconds")

@@ -349,7 +349,9 @@ class FakeAudioBackend(AudioBackend):
         set. No history in memory (`keep_history=False`)."""
         room = None
         if settings.fake_echo_gain_db is not None or settings.fake_echo_ir_file is not None:
-            gain_db = DEFAULT_ECHO_GAIN_DB if settings.fake_echo_gain_db is None else settings.fake_echo_gain_db
+            gain_db = settings.fake_echo_gain_db
+            if gain_db is None:
+                gain_db = DEFAULT_ECHO_GAIN_DB
             room = FakeRoom.from_files(ROOM_MIC_RATE, settings.fake_echo_delay_ms, gain_db,
                                        settings.fake_echo_ir_file)
         return cls(capture_file=settings.fake_capture_file, playback_file=settings.fake_playback_file,

@@ -76,9 +76,12 @@ def test_a_test_waits_for_an_op_written_on_another_thread() -> None:
 
     thread = threading.Thread(target=writer)
     thread.start()
-    assert backend.wait_speaker(lambda op: max(np.frombuffer(op.pcm, "<i2"), default=0) > 0, timeout=0) is None
+    def loud(op: SpeakerOp) -> bool:
+        return max(np.frombuffer(op.pcm, "<i2"), default=0) > 0
+
+    assert backend.wait_speaker(loud, timeout=0) is None
     go.set()
-    found = backend.wait_speaker(lambda op: max(np.frombuffer(op.pcm, "<i2"), default=0) > 0, timeout=5)
+    found = backend.wait_speaker(loud, timeout=5)
     assert found is not None and found.seq == 2 and found.pcm == period(9000)
     assert backend.wait_speaker_ops(4, timeout=5)
     thread.join(5)

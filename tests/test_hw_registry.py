@@ -61,8 +61,8 @@ def test_the_fake_pair_builds_itself_from_the_fake_settings(tmp_path: Path) -> N
         w.setsampwidth(2)
         w.setframerate(16000)
         w.writeframes(np.full(160, 1000, "<i2").tobytes())
-    settings = load_settings(audio_backend="fake", fake_capture_file=mic, fake_playback_file=tmp_path / "out.wav",
-                             fake_realtime=False)
+    settings = load_settings(audio_backend="fake", fake_capture_file=mic,
+                             fake_playback_file=tmp_path / "out.wav", fake_realtime=False)
     backend = audio_backend_from_settings(settings)
     assert isinstance(backend, FakeAudioBackend)
     assert backend.room is None                       # no echo setting: no room

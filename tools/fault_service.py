@@ -150,7 +150,8 @@ class FaultService(ServiceProcess):
         counters: dict[str, Any] = self.stats().get("counters", {})
         return counters
 
-    def wait_counters(self, predicate: Callable[[dict[str, Any]], bool], timeout: float) -> dict[str, Any] | None:
+    def wait_counters(self, predicate: Callable[[dict[str, Any]], bool],
+                      timeout: float) -> dict[str, Any] | None:
         """The first counters snapshot satisfying `predicate`, or None after `timeout` s."""
         seen: list[dict[str, Any]] = []
 

@@ -14,7 +14,8 @@ from typing import Final
 DEFAULT_INTERVAL: Final = 0.001   # seconds between looks: a state another thread reaches in microseconds
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = 5.0, interval: float = DEFAULT_INTERVAL) -> bool:
+def wait_until(predicate: Callable[[], object], timeout: float = 5.0,
+               interval: float = DEFAULT_INTERVAL) -> bool:
     """True as soon as `predicate()` holds, False once `timeout` seconds have passed.
 
     Looks every `interval` seconds and once more at the deadline; bounded by the monotonic clock

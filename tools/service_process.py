@@ -69,9 +69,9 @@ class ServiceProcess:
 
         Its stdin is a pipe (`keys()` writes to it: the keyboard of `run --keys`).
         """
-        self.proc = subprocess.Popen([sys.executable, "-m", "device", "run", *run_args], env=self.env, cwd=REPO,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True)
+        self.proc = subprocess.Popen([sys.executable, "-m", "device", "run", *run_args], env=self.env,
+                                     cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
         threading.Thread(target=self._read, daemon=True).start()
         assert self.wait_for_log(r"ready: ", 20), self.output()
         return self

@@ -3,7 +3,8 @@
 Shared by the DSP tests (tests/dsp), the benchmark (`tools.bench`) and the echo figure
 (`tools.plot_echo_reduction`). Signals are float64 arrays in full-scale units (1.0 = PCM16 full
 scale); levels are RMS in dBFS relative to that (a full-scale square wave is 0 dBFS, a full-scale
-sine -3 dBFS). Everything is deterministic: espeak-ng output is fixed for a given text and voice, and all randomness is seeded.
+sine -3 dBFS). Everything is deterministic: espeak-ng output is fixed for a given text and
+voice, and all randomness is seeded.
 """
 from __future__ import annotations
 

@@ -92,7 +92,8 @@ class Settings(BaseSettings):
 
     # -- controls -------------------------------------------------------------------------------
     gpio_backend: Literal["gpiozero", "mock", "keyboard", "none"] = Field(
-        "gpiozero", description="buttons and LEDs: gpiozero | mock | keyboard (terminal keys, `run --keys`) | none")
+        "gpiozero",
+        description="buttons and LEDs: gpiozero | mock | keyboard (terminal keys, `run --keys`) | none")
     call_pin: int | None = Field(17, ge=0, le=27, description="BCM pin of the call/talk button")
     mute_pin: int | None = Field(27, ge=0, le=27, description="BCM pin of the mute button")
     status_led_pin: int | None = Field(22, ge=0, le=27, description="BCM pin of the status LED")

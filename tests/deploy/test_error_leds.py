@@ -71,7 +71,8 @@ def test_pattern_on_mock_pins_until_stopped() -> None:
     try:
         status, mute, speaking = factory.pin(22), factory.pin(23), factory.pin(24)
         # Bounded wait for the blinking to show: at least on, off, on again.
-        assert wait_until(lambda: sum(1 for s in status.states if s.state) >= 2, 3, interval=0.02), status.states
+        assert wait_until(lambda: sum(1 for s in status.states if s.state) >= 2, 3, interval=0.02), \
+            status.states
         assert mute.state is True       # red: no audio leaves the device
         assert speaking.state is False
     finally:

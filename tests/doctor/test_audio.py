@@ -184,7 +184,8 @@ def test_run_audio_measures_the_room_from_settings() -> None:
     out = io.StringIO()
     options = AudioOptions("fake", settings.sample_rate, settings.period_ms, settings.playback_buffer_periods,
                            settings.aec, settings.half_duplex, seconds=1.0)
-    results, data = run_audio(options, lambda: audio_backend_from_settings(settings), LiveLine(out, tty=False))
+    results, data = run_audio(options, lambda: audio_backend_from_settings(settings),
+                              LiveLine(out, tty=False))
     by_name = {r.name: r for r in results}
     assert list(by_name) == ["mic level", "echo", "clock drift", "echo reduction"]
     assert by_name["mic level"].status is Status.WARN          # the fake mic is silent

@@ -225,7 +225,8 @@ def test_server_that_stops_reading(start_sim: SimFactory, start_service: Service
     assert idle is not None, service.output()
     # The socket is closed after the close wait (no session.closed can come back; the simulator
     # cannot see the close either, as it does not read)...
-    assert wait_until(lambda: service.connections_to(sim.port) == 0, 5, interval=POLL_INTERVAL), service.output()
+    assert wait_until(lambda: service.connections_to(sim.port) == 0, 5, interval=POLL_INTERVAL), \
+        service.output()
     closed = time.time()
     # ... and it recovers without a restart: a new call gets a new session. (Calling before the
     # old socket is gone loses the call: see test_hangup_then_call_back_to_back_starts_a_new_call.)
@@ -287,7 +288,8 @@ def test_ctl_status_counters_are_current_during_a_call(start_sim: SimFactory,
     assert sim.wait_for(lambda: sim.audio_bytes_received > 0, 5)
     first = service.status()["counters"]["chunks_sent"]
     # 50 chunks a second go out: within 2 s an operator's `ctl status` must show some of them.
-    assert wait_until(lambda: service.status()["counters"]["chunks_sent"] > first + 10, 2.0, interval=POLL_INTERVAL)
+    assert wait_until(lambda: service.status()["counters"]["chunks_sent"] > first + 10, 2.0,
+                      interval=POLL_INTERVAL)
 
 
 def test_hangup_then_call_back_to_back_starts_a_new_call(start_sim: SimFactory,

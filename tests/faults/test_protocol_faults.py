@@ -203,4 +203,5 @@ def test_an_upgrade_that_never_becomes_a_session_is_retried(
     assert agent.wait(lambda: agent.connections >= 1, 10)
     # connect_timeout bounds TCP+TLS+upgrade; session.created should get a bound of its own.
     assert agent.wait(lambda: agent.connections >= 2, pick(2.5, 5.0)), service.status()
-    assert wait_until(lambda: service.status()["call_state"] in ("connecting", "reconnecting"), 1, interval=POLL_INTERVAL)
+    assert wait_until(lambda: service.status()["call_state"] in ("connecting", "reconnecting"), 1,
+                      interval=POLL_INTERVAL)

@@ -2,22 +2,44 @@
 
 Fake devices pace themselves with a clock so that a laptop run behaves like a real sound card,
 while tests and benchmarks can run unpaced (as fast as the CPU allows) or step time by hand.
+Threads that wait for a state change *or* a deadline (the session's backoff, close and keepalive
+waits) wait on their own `threading.Condition` through `Clock.wait`, so a test that steps a
+`ManualClock` past a deadline ends such a wait at once, with no wall time spent.
 """
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 
 class Clock(Protocol):
-    """Monotonic time in seconds, and a way to wait until a moment. Any thread."""
+    """Monotonic time in seconds, and ways to wait until a moment. Any thread."""
 
     def monotonic(self) -> float: ...
 
     def sleep_until(self, deadline: float, interrupt: threading.Event | None = None) -> bool:
         """Wait until `deadline` (monotonic seconds). Return False if `interrupt` was set first."""
         ...
+
+    def wait(self, condition: threading.Condition, deadline: float | None) -> bool:
+        """`condition.wait()` on this clock's time. The caller holds `condition`; it is released
+        while waiting and held again on return. Returns when `condition` is notified (or wakes
+        spuriously, as `Condition.wait` may) or once this clock reaches `deadline` (None: no
+        deadline, only a notify ends the wait). False once `deadline` has passed, else True.
+        Callers loop over their predicate, as with `Condition.wait` (see `wait_for`)."""
+        ...
+
+
+def wait_for(clock: Clock, condition: threading.Condition, predicate: Callable[[], bool],
+             deadline: float | None) -> bool:
+    """`Condition.wait_for` on `clock`'s time: True as soon as `predicate()` holds (checked with
+    `condition` held, which the caller holds), False if `deadline` passed first."""
+    while not predicate():
+        if not clock.wait(condition, deadline):
+            return predicate()
+    return True
 
 
 class RealClock:
@@ -34,6 +56,16 @@ class RealClock:
             time.sleep(delay)
             return True
         return not interrupt.wait(delay)
+
+    def wait(self, condition: threading.Condition, deadline: float | None) -> bool:
+        if deadline is None:
+            condition.wait()
+            return True
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        condition.wait(remaining)
+        return time.monotonic() < deadline
 
 
 class UnpacedClock:
@@ -56,6 +88,16 @@ class UnpacedClock:
             self._now = max(self._now, deadline)
         return not (interrupt is not None and interrupt.is_set())
 
+    def wait(self, condition: threading.Condition, deadline: float | None) -> bool:
+        """Without a deadline, a plain `condition.wait()`; with one, the clock jumps to it and the
+        wait ends at once (unpaced: nothing is waited for that time alone would bring)."""
+        if deadline is None:
+            condition.wait()
+            return True
+        with self._lock:
+            self._now = max(self._now, deadline)
+        return False
+
     def advance(self, seconds: float) -> None:
         with self._lock:
             self._now += seconds
@@ -65,8 +107,13 @@ class ManualClock:
     """Time that moves only when a test calls `advance`; `sleep_until` blocks until then.
 
     For deterministic tests of paced devices: `wait_for_sleepers(n)` returns once `n` threads are
-    blocked waiting for a moment still in the future, so a test can step the audio threads one
-    period at a time without sleeping. Any thread may use it.
+    blocked waiting for a moment still in the future (in `sleep_until`, or in `wait` with a
+    deadline), so a test can step the audio threads one period at a time, or step a session past
+    its backoff, without sleeping. Any thread may use it.
+
+    Lock order: a thread in `wait` holds its own condition and then takes this clock's lock to
+    register; `advance` takes this clock's lock, lets go of it, and only then takes each waiter's
+    condition to notify it. Never both the other way round, so the two cannot deadlock.
     """
 
     # Deadlines computed by callers carry float error (7 * 0.01 != 0.07): closer than this is reached.
@@ -76,6 +123,7 @@ class ManualClock:
         self._ns = round(start * 1e9)   # whole nanoseconds: advancing never accumulates float error
         self._cond = threading.Condition()
         self._deadlines: dict[int, float] = {}   # blocked threads: the moment each waits for
+        self._conditions: dict[int, threading.Condition] = {}   # threads in `wait`: their condition
 
     @property
     def _now(self) -> float:
@@ -100,10 +148,40 @@ class ManualClock:
                 self._cond.notify_all()
         return not (interrupt is not None and interrupt.is_set())
 
+    def wait(self, condition: threading.Condition, deadline: float | None) -> bool:
+        me = threading.get_ident()
+        with self._cond:
+            # Checked and registered under our lock: an `advance` either came before (we see its
+            # time) or sees us registered and notifies `condition`, which it can only take once
+            # `condition.wait()` below has released it. No wake-up is lost in between.
+            if deadline is not None:
+                if self._now >= deadline - self.TOLERANCE:
+                    return False
+                self._deadlines[me] = deadline
+                self._conditions[me] = condition
+                self._cond.notify_all()   # for wait_for_sleepers
+        try:
+            condition.wait()
+        finally:
+            if deadline is not None:
+                with self._cond:
+                    del self._deadlines[me]
+                    del self._conditions[me]
+                    self._cond.notify_all()
+        if deadline is None:
+            return True
+        with self._cond:
+            return self._now < deadline - self.TOLERANCE
+
     def advance(self, seconds: float) -> None:
+        """Move time on and wake every thread whose moment came (call it holding no waiter's condition)."""
         with self._cond:
             self._ns += round(seconds * 1e9)
             self._cond.notify_all()
+            conditions = list({id(c): c for c in self._conditions.values()}.values())
+        for condition in conditions:   # after letting go of our lock: see the class docstring
+            with condition:
+                condition.notify_all()
 
     def wait_for_sleepers(self, count: int, timeout: float) -> bool:
         """True once `count` threads are blocked on a future moment (False after `timeout` s)."""
@@ -199,3 +277,13 @@ class LockstepMember:
     def sleep_until(self, deadline: float, interrupt: threading.Event | None = None) -> bool:
         self._now = max(self._now, deadline)
         return self._group._wait_for_others(self._id, self._now, interrupt)
+
+    def wait(self, condition: threading.Condition, deadline: float | None) -> bool:
+        """As `UnpacedClock.wait`: with a deadline, this member's time jumps to it at once. The
+        group learns the new time at this member's next `sleep_until` (which holds it within
+        `slack` of the others); waiting for the group here would hold `condition` meanwhile."""
+        if deadline is None:
+            condition.wait()
+            return True
+        self._now = max(self._now, deadline)
+        return False

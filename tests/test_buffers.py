@@ -58,6 +58,14 @@ def test_latency_percentiles() -> None:
     assert p["p99"] is not None and 98 <= p["p99"] <= 100
 
 
+def test_latency_window_keeps_the_last_samples_only() -> None:
+    w = LatencyWindow(size=3)
+    for seconds in (0.9, 0.5, 0.001, 0.002, 0.003):   # 0.9 and 0.5 leave first: the oldest, not the largest
+        w.add(seconds)
+    assert len(w) == 3
+    assert w.percentiles_ms(0.0, 0.5, 1.0) == {"p0": 1.0, "p50": 2.0, "p100": 3.0}
+
+
 def test_full_jitter_backoff_doubles_to_the_cap() -> None:
     b = Backoff(initial=1.0, cap=30.0, rng=random.Random(7))
     ceilings = []

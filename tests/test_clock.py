@@ -1,11 +1,13 @@
 """The fakes' clocks: `LockstepClock` keeps unpaced devices in step, and cheaply."""
 from __future__ import annotations
 
+import sys
 import threading
+from collections.abc import Callable
 
 import pytest
 
-from hw.clock import LockstepClock, LockstepMember, UnpacedClock
+from hw.clock import Clock, LockstepClock, LockstepMember, ManualClock, RealClock, UnpacedClock, wait_for
 from tools.polling import wait_until
 
 STEP = 0.01
@@ -134,3 +136,135 @@ def test_unpaced_clock_jumps_to_each_deadline() -> None:
     stop = threading.Event()
     stop.set()
     assert not clock.sleep_until(3.0, stop)
+
+
+# -- Clock.wait: waiting on a Condition until a notify or a moment on the clock -------------------
+def _waiter(clock: Clock, cond: threading.Condition, predicate: Callable[[], bool],
+            deadline: float | None) -> tuple[threading.Event, list[bool]]:
+    """Runs `wait_for(clock, cond, predicate, deadline)` on a thread; its result lands in the list."""
+    done, result = threading.Event(), []
+
+    def run() -> None:
+        with cond:
+            result.append(wait_for(clock, cond, predicate, deadline))
+        done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    return done, result
+
+
+def test_manual_clock_wait_ends_when_time_reaches_the_deadline() -> None:
+    clock, cond = ManualClock(), threading.Condition()
+    done, result = _waiter(clock, cond, lambda: False, 5.0)
+    assert clock.wait_for_sleepers(1, 2)
+    clock.advance(4.999)
+    assert clock.wait_for_sleepers(1, 2)   # woken to look, still short of the deadline: waits again
+    assert not done.is_set()
+    clock.advance(0.001)
+    assert done.wait(2) and result == [False]
+
+
+def test_manual_clock_wait_ends_at_a_notify_before_the_deadline() -> None:
+    clock, cond = ManualClock(), threading.Condition()
+    flag: list[bool] = []
+    done, result = _waiter(clock, cond, lambda: bool(flag), 5.0)
+    assert clock.wait_for_sleepers(1, 2)
+    with cond:
+        flag.append(True)
+        cond.notify_all()
+    assert done.wait(2) and result == [True]
+    assert clock.monotonic() == 0.0
+
+
+def test_manual_clock_wait_without_a_deadline_ignores_time() -> None:
+    clock, cond = ManualClock(), threading.Condition()
+    flag: list[bool] = []
+    done, result = _waiter(clock, cond, lambda: bool(flag), None)
+    clock.advance(3600)
+    assert not clock.wait_for_sleepers(1, 0)   # not waiting for a moment: time alone ends nothing
+    assert not done.is_set()
+    with cond:
+        flag.append(True)
+        cond.notify_all()
+    assert done.wait(2) and result == [True]
+
+
+def test_manual_clock_wait_past_its_deadline_returns_at_once() -> None:
+    clock, cond = ManualClock(10.0), threading.Condition()
+    with cond:
+        assert clock.wait(cond, 10.0) is False
+        assert wait_for(clock, cond, lambda: False, 9.0) is False
+
+
+def test_manual_clock_advance_and_notify_never_deadlock() -> None:
+    """A waiter holds its condition and then takes the clock's lock; `advance` takes the clock's
+    lock and then (after letting go) each waiter's condition. Hammer both orders at once."""
+    clock, cond = ManualClock(), threading.Condition()
+    stop = threading.Event()
+    woken = [0]
+
+    def waiter() -> None:
+        while not stop.is_set():
+            with cond:
+                clock.wait(cond, clock.monotonic() + 0.5)
+                woken[0] += 1
+
+    def notifier() -> None:
+        while not stop.is_set():
+            with cond:
+                cond.notify_all()
+
+    def advancer() -> None:
+        for _ in range(2000):
+            clock.advance(0.25)
+        stop.set()
+        clock.advance(1.0)
+        with cond:
+            cond.notify_all()
+
+    threads = [threading.Thread(target=t, daemon=True) for t in (waiter, waiter, notifier, advancer)]
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)   # hand the GIL over often, so the two orders really interleave
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+            assert not t.is_alive(), "deadlock between advance() and a waiter"
+    finally:
+        sys.setswitchinterval(switch)
+    assert woken[0] > 0
+
+
+def test_real_clock_wait() -> None:
+    clock, cond = RealClock(), threading.Condition()
+    with cond:
+        assert clock.wait(cond, clock.monotonic() - 1) is False   # already past
+        assert wait_for(clock, cond, lambda: False, clock.monotonic() + 0.02) is False
+    flag: list[bool] = []
+    done, result = _waiter(clock, cond, lambda: bool(flag), clock.monotonic() + 30)
+    with cond:
+        flag.append(True)
+        cond.notify_all()
+    assert done.wait(2) and result == [True]
+
+
+def test_unpaced_clock_wait_jumps_to_the_deadline() -> None:
+    clock, cond = UnpacedClock(), threading.Condition()
+    with cond:
+        assert clock.wait(cond, 7.5) is False
+    assert clock.monotonic() == 7.5
+    flag: list[bool] = []
+    done, result = _waiter(clock, cond, lambda: bool(flag), None)   # no deadline: a notify ends it
+    with cond:
+        flag.append(True)
+        cond.notify_all()
+    assert done.wait(2) and result == [True]
+
+
+def test_lockstep_member_wait_jumps_to_the_deadline() -> None:
+    member = LockstepClock().member()
+    cond = threading.Condition()
+    with cond:
+        assert member.wait(cond, 2.0) is False
+    assert member.monotonic() == 2.0

@@ -22,14 +22,17 @@ import json
 import select
 import socket
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from device.audio.buffers import UplinkChunk, UplinkQueue
+from device.audio.buffers import LatencyWindow, UplinkChunk, UplinkQueue
+from device.audio.formats import StreamFormat
 from device.core import state_machine
+from device.core.backoff import Backoff
 from device.core.events import (
     COMMAND_NAMES,
     AgentInterrupted,
@@ -54,7 +57,10 @@ from device.service.control import OTHER_COMMANDS, ControlServer
 from device.service.persist import PersistentState
 from device.service.settings import load_settings
 from device.service.supervisor import ApplianceService
-from device.session.client import SessionClient, SessionConfig
+from device.session.config import SessionConfig
+from device.session.connection import MIN_SANE_TIME, ConnectionThread, Ending
+from device.session.counters import ConnectionCounters, SenderCounters
+from device.session.link import Link, LinkState, Outcome
 from device.session.protocol import (
     AgentStartTalking,
     AgentStopTalking,
@@ -66,6 +72,8 @@ from device.session.protocol import (
     SessionCreated,
     Transcript,
 )
+from device.session.sender import UplinkSender
+from hw.clock import ManualClock
 from hw.controls import ButtonHeld, ButtonName, ButtonPressed, ButtonReleased, LedState, NoControls
 from hw.fake_audio import FakeAudioBackend
 from tests.state_machine_support import check_transition, expected_muted
@@ -169,19 +177,35 @@ def test_decoder_counters_only_grow_and_results_are_typed(sequence: list[str | b
 
 # -- the session's frame handling -----------------------------------------------------------------
 class Recorded:
-    """What a `SessionClient` hands to the rest of the device."""
+    """What the connection thread hands to the rest of the device, and what it sends."""
 
     def __init__(self) -> None:
         self.events: list[Event] = []
         self.audio: list[bytes] = []
         self.transcripts: list[tuple[str, str]] = []
+        self.sent: list[str] = []
+
+    def send(self, payload: str) -> int:   # the socket the frames came on
+        self.sent.append(payload)
+        return len(payload)
 
 
-def session_client(record: Recorded) -> SessionClient:
+def connection_thread(record: Recorded, link: Link) -> ConnectionThread:
+    """A connection thread (not started) given its inputs, its link connecting."""
     config = SessionConfig(url="ws://127.0.0.1:9/atoms/v1/agent/connect", api_key="k", agent_id="a",
                            max_message_bytes=MAX_MESSAGE)
-    return SessionClient(config, UplinkQueue(8), record.events.append, record.audio.append,
-                         lambda role, text: record.transcripts.append((role, text)))
+    downlink = threading.Event()
+
+    def no_socket() -> Any:
+        raise AssertionError("not connected in this test")
+
+    thread = ConnectionThread(link, config, no_socket, ServerMessageDecoder(MAX_MESSAGE), Backoff(),
+                              ManualClock(), lambda: MIN_SANE_TIME, downlink, ConnectionCounters(),
+                              record.events.append, record.audio.append,
+                              lambda role, text: record.transcripts.append((role, text)))
+    link.want()
+    assert link.take_call() and link.clock_right()
+    return thread
 
 
 EXPECTED_EVENT: dict[type, type] = {AgentStartTalking: AgentStartedTalking, AgentStopTalking: AgentStoppedTalking,
@@ -192,38 +216,53 @@ EXPECTED_EVENT: dict[type, type] = {AgentStartTalking: AgentStartedTalking, Agen
 @given(st.lists(st.tuples(frames, st.booleans()), max_size=25))
 def test_session_frame_handling(sequence: list[tuple[str | bytes, bool]]) -> None:
     record = Recorded()
-    client = session_client(record)
+    link = Link(ManualClock())
+    thread = connection_thread(record, link)
+    sender = UplinkSender(link, UplinkQueue(8), ManualClock(), SenderCounters(), LatencyWindow())
+    counters = thread.counters
     reference = ServerMessageDecoder(max_message_bytes=MAX_MESSAGE)  # what each frame decodes to
     for frame, downlink_open in sequence:
-        client.downlink_open = downlink_open
-        client.uplink.put(UplinkChunk(b"\x00\x00", 0.0))  # stale audio from before any session
-        events, audio, discarded = len(record.events), len(record.audio), client.counters.discarded_audio_bytes
-        counters = (client.counters.sessions, client.counters.server_errors)
-        outcome = client._connection._handle(frame)  # must never raise
+        if downlink_open:
+            thread.downlink.set()
+        else:
+            thread.downlink.clear()
+        events, audio, discarded = len(record.events), len(record.audio), counters.discarded_audio_bytes
+        before = (counters.sessions, counters.server_errors)
+        ending = thread.handle(record, frame)  # must never raise
         expected = reference.decode(frame)
         new_events = record.events[events:]
-        assert (client.counters.sessions, client.counters.server_errors) >= counters
+        assert (counters.sessions, counters.server_errors) >= before
         if isinstance(expected, SessionClosed):
-            assert outcome is not None and outcome.kind == "ended" and outcome.reason == expected.reason
+            assert ending == Ending(Outcome.ENDED, expected.reason)
         else:
-            assert outcome is None
+            assert ending is None
         if isinstance(expected, AudioDelta):
             if downlink_open:
                 assert record.audio[audio:] == [expected.pcm] and len(expected.pcm) % 2 == 0
             else:
                 assert record.audio[audio:] == []
-                assert client.counters.discarded_audio_bytes == discarded + len(expected.pcm)
+                assert counters.discarded_audio_bytes == discarded + len(expected.pcm)
         else:
             assert record.audio[audio:] == []
         wanted = EXPECTED_EVENT.get(type(expected))
         assert [type(e) for e in new_events] == ([wanted] if wanted else [])
         if isinstance(expected, SessionCreated):
-            assert client.live and client.session_id == expected.session_id and len(client.uplink) == 0
+            live = link.live()
+            assert link.state is LinkState.LIVE and live is not None
+            assert live.info.session_id == expected.session_id and live.socket is record
+            # One generation per session: the stream format the audio side is handed.
+            assert live.info.format == StreamFormat(expected.sample_rate, counters.sessions)
             started = new_events[0]
-            assert isinstance(started, SessionStarted) and started.sample_rate == expected.sample_rate
+            assert isinstance(started, SessionStarted) and started.format == live.info.format
+            # Audio made before this session is refused, this session's goes out.
+            stale = sender.counters.stale_chunks
+            assert not sender.send(UplinkChunk(b"\x00\x00", 0.0, generation=counters.sessions - 1), live)
+            assert sender.counters.stale_chunks == stale + 1
+            assert sender.send(UplinkChunk(b"\x00\x00", 0.0, generation=counters.sessions), live)
         if isinstance(expected, ServerError):
-            assert client.counters.server_errors == counters[1] + 1 and client.last_error
-    assert client.decoder.malformed == reference.malformed
+            assert counters.server_errors == before[1] + 1 and thread.last_error
+    assert thread.decoder.malformed == reference.malformed
+    assert record.sent == ['{"type":"input_audio_buffer.append","audio":"AAA="}'] * sender.counters.chunks_sent
 
 
 # -- the control socket -----------------------------------------------------------------------------

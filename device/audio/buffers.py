@@ -5,6 +5,7 @@ counts what it dropped, so nothing grows without limit and no loss is silent.
 """
 from __future__ import annotations
 
+import bisect
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -15,15 +16,18 @@ class UplinkChunk:
     """20 ms of processed mic audio at the session rate, stamped when its last frame was read.
 
     A chunk with `commit=True` (and no audio) is the push-to-talk commit: it travels through the
-    same queue so that it can never overtake audio captured before it. `rate` is the rate the
-    audio was resampled to (0: unknown); when a session renegotiates, chunks made at the old rate
-    may still be in flight, and the sender drops them instead of sending mis-rated audio.
+    same queue so that it can never overtake audio captured before it. `generation` is that of
+    the session `StreamFormat` the audio was made for (0: before any session); chunks made for an
+    earlier session may still be in flight when a new one starts, and the sender drops (and
+    counts) every chunk whose generation is not the live session's. `rate` is the rate the audio
+    was resampled to (0: unknown), for logs.
     """
 
     pcm: bytes
     captured_at: float
     commit: bool = False
     rate: int = 0
+    generation: int = 0
 
 
 class UplinkQueue:
@@ -131,28 +135,40 @@ class JitterBuffer:
 
 
 class LatencyWindow:
-    """The last N latency samples (seconds) for percentiles. Written by one thread, read by any."""
+    """The last N latency samples (seconds) for percentiles. Written by one thread, read by any.
+
+    Kept sorted as it is written (a bisect insert and delete per sample, microseconds), so a
+    percentile is an index: the service reads them in every status snapshot (several times a
+    second, on the main thread), where sorting 5000 samples each time would cost milliseconds
+    of GIL on a Pi.
+    """
 
     def __init__(self, size: int = 5000) -> None:
-        self._samples: deque[float] = deque(maxlen=size)
+        self._order: deque[float] = deque()   # arrival order: which sample to evict next
+        self._sorted: list[float] = []        # the same samples, sorted
+        self._size = size
         self._lock = threading.Lock()
 
     def add(self, seconds: float) -> None:
         with self._lock:
-            self._samples.append(seconds)
+            if len(self._order) >= self._size:
+                oldest = self._order.popleft()
+                del self._sorted[bisect.bisect_left(self._sorted, oldest)]
+            self._order.append(seconds)
+            bisect.insort(self._sorted, seconds)
 
     def percentiles_ms(self, *quantiles: float) -> dict[str, float | None]:
-        with self._lock:
-            data = sorted(self._samples)
         out: dict[str, float | None] = {}
-        for q in quantiles:
-            key = f"p{int(q * 100)}"
-            if not data:
-                out[key] = None
-                continue
-            index = min(len(data) - 1, max(0, round(q * (len(data) - 1))))
-            out[key] = round(data[index] * 1000, 3)
+        with self._lock:
+            data = self._sorted
+            for q in quantiles:
+                key = f"p{int(q * 100)}"
+                if not data:
+                    out[key] = None
+                    continue
+                index = min(len(data) - 1, max(0, round(q * (len(data) - 1))))
+                out[key] = round(data[index] * 1000, 3)
         return out
 
     def __len__(self) -> int:
-        return len(self._samples)
+        return len(self._order)

@@ -127,6 +127,9 @@ class CaptureThread(OwnedThread):
                         return
                     continue
                 read_at = p.clock.monotonic()
+                # Read before the rate (set_session_rate writes it after): a chunk never carries
+                # a newer session's generation than the rate it was resampled to.
+                generation = p.stream_generation
                 if p.session_rate != rate:  # renegotiated: rebuild the resampler
                     rate = p.session_rate
                     resampler = Resampler(DSP_RATE, rate)
@@ -155,7 +158,7 @@ class CaptureThread(OwnedThread):
                 while (chunk := resampler.pop(chunk_bytes)) is not None:
                     if not p.mic_gate:  # closed while we processed: nothing leaves
                         break
-                    p.uplink.put(UplinkChunk(chunk, read_at, rate=rate))
+                    p.uplink.put(UplinkChunk(chunk, read_at, rate=rate, generation=generation))
                     p.counters.chunks_queued += 1
         finally:
             self._close()
@@ -299,6 +302,7 @@ class AudioPipeline:
         self.jitter_seconds = jitter_seconds if jitter_seconds is not None else jitter.max_bytes / (session_rate * 2)
         self.on_event = on_event
         self.session_rate = session_rate
+        self.stream_generation = 0   # the live session's StreamFormat generation, stamped on each chunk
         self.period_ms = period_ms
         self.buffer_periods = buffer_periods
         self.clock = clock or RealClock()
@@ -346,8 +350,10 @@ class AudioPipeline:
         if not open_ and discard_queued:
             self.uplink.clear()
 
-    def set_session_rate(self, rate: int) -> None:
-        """Called on the connection thread as `session.created` arrives, before any new audio."""
+    def set_session_rate(self, rate: int, generation: int | None = None) -> None:
+        """Called on the connection thread as `session.created` arrives, before any new audio.
+        `generation` (the session's `StreamFormat.generation`) is stamped on every mic chunk
+        made from now on: the sender sends only the live session's chunks."""
         if rate != self.session_rate:
             log.info("session rate %d Hz (was %d): reconfiguring", rate, self.session_rate)
             self.jitter.clear()  # audio at the old rate
@@ -355,6 +361,8 @@ class AudioPipeline:
             with self._local_lock:
                 self._local.clear()
             self.session_rate = rate
+        if generation is not None:
+            self.stream_generation = generation   # after the rate (the capture thread reads it first)
 
     def flush(self) -> None:
         """Barge-in: clear queued agent audio now; the playback thread drops the device buffer."""

@@ -19,7 +19,7 @@ from typing import Any, Final
 
 from device.doctor.core import CheckResult
 from device.service.settings import ConfigError, Settings
-from device.session.client import MIN_SANE_TIME
+from device.session.connection import MIN_SANE_TIME
 from hw.controls import Controls
 from hw.errors import DeviceUnavailable
 

@@ -19,8 +19,9 @@ from typing import Any, Final
 import websocket
 
 from device.doctor.core import CheckResult, describe_exception
-from device.session.client import AUTH_CLOSE_CODES, SessionConfig
+from device.session.config import SessionConfig
 from device.session.protocol import (
+    AUTH_CLOSE_CODES,
     ServerError,
     ServerMessageDecoder,
     SessionClose,

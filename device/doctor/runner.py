@@ -42,7 +42,7 @@ from device.doctor.core import (
 from device.doctor.devices import Direction, check_audio_device
 from device.doctor.meter import LiveLine
 from device.service.settings import ConfigError, Settings, config_file_warnings, load_settings
-from device.session.client import SessionConfig
+from device.session.config import SessionConfig
 from hw.audio import AudioBackend
 from hw.controls import Controls
 from hw.registry import audio_backend_from_settings, controls_from_settings

@@ -50,7 +50,8 @@ from device.service.persist import PersistentState
 from device.service.sdnotify import SystemdNotifier
 from device.service.settings import Settings
 from device.service.stats import rss_mb, write_json_atomic
-from device.session.client import SessionClient, SessionConfig
+from device.session.client import SessionClient
+from device.session.config import SessionConfig
 from hw.audio import AudioBackend
 from hw.clock import Clock, RealClock
 from hw.controls import Controls, LedState
@@ -148,7 +149,7 @@ class ApplianceService:
     def _session_event(self, event: Event) -> None:
         if isinstance(event, SessionStarted):
             # Before the first delta of the new session reaches the jitter buffer.
-            self.pipeline.set_session_rate(event.sample_rate)
+            self.pipeline.set_session_rate(event.format.rate, event.format.generation)
         self.post(event)
 
     def _transcript(self, role: str, text: str) -> None:
@@ -324,7 +325,7 @@ class ApplianceService:
             "call_state": s.call.value, "muted": s.muted, "agent_speaking": s.agent_speaking,
             "talking": s.talking, "call_mode": self.config.mode.value,
             "hardware_faults": sorted(s.hardware_faults), "session_id": c.session_id,
-            "call_id": c.call_id, "sample_rate": self.pipeline.session_rate,
+            "call_id": c.call_id, "link": c.state.value, "sample_rate": self.pipeline.session_rate,
             "last_error": s.last_error or c.last_error,
             "leds": {"status": self.leds.status.value, "mute": self.leds.mute,
                      "speaking": self.leds.speaking, "indicator": self.leds.indicator.value},
@@ -332,7 +333,7 @@ class ApplianceService:
         }
 
     def counters(self) -> dict[str, Any]:
-        p, c = self.pipeline.counters, self.session.counters
+        p, c = self.pipeline.counters, self.session.counters()
         return {
             "frames_captured": p.frames_captured, "frames_gated": p.frames_gated,
             "chunks_queued": p.chunks_queued, "chunks_sent": c.chunks_sent,
@@ -340,9 +341,9 @@ class ApplianceService:
             "bytes_up": c.bytes_up, "bytes_down": c.bytes_down,
             "connects": c.connects, "reconnects": c.reconnects, "sessions": c.sessions,
             "send_errors": c.send_errors, "auth_rejections": c.auth_rejections,
-            "server_errors": c.server_errors, "stale_rate_chunks": c.stale_rate_chunks,
+            "server_errors": c.server_errors, "stale_chunks": c.stale_chunks,
             "outage_recordings_skipped": self.dumper.skipped_outages if self.dumper is not None else 0,
-            "malformed": self.session.decoder.malformed,
+            "malformed": c.malformed,
             "jitter_overflow_bytes": self.jitter.overflow_bytes, "flushes": p.flushes,
             "periods_played": p.periods_played, "agent_periods_played": p.agent_periods_played,
             "discarded_agent_bytes": c.discarded_audio_bytes,
@@ -354,7 +355,7 @@ class ApplianceService:
 
     def stats(self) -> dict[str, Any]:
         counters = self.counters()
-        latency = self.session.latency.percentiles_ms(0.5, 0.99)
+        latency = self.session.counters().capture_to_send_ms
         return {
             "uptime_s": round(time.monotonic() - self.started_at, 1),
             "call_state": self.state.call.value,

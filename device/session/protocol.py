@@ -19,6 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, TypeAdapter, Valid
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_MESSAGE_BYTES: Final = 1 << 20  # 1 MiB: ~20 s of 24 kHz audio in one delta
+# Close codes by which the server refuses the credentials (unauthorised, forbidden): never retried.
+AUTH_CLOSE_CODES: Final = frozenset({4401, 4403})
 
 
 class _Message(BaseModel):

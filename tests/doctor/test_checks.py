@@ -18,7 +18,7 @@ from device.doctor.checks import (
 )
 from device.doctor.core import CheckResult, Redactor, Status, format_result, run_check
 from device.service.settings import load_settings
-from device.session.client import MIN_SANE_TIME
+from device.session.connection import MIN_SANE_TIME
 from hw.gpio import MockGpioControls, RecordingPWMPin
 
 from . import TEST_KEY, isolate_settings

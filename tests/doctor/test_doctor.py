@@ -14,7 +14,7 @@ from device.doctor.core import Status
 from device.doctor.meter import LiveLine
 from device.doctor.runner import DoctorEnv, run_doctor
 from device.service.settings import Settings, load_settings
-from device.session.client import MIN_SANE_TIME
+from device.session.connection import MIN_SANE_TIME
 from hw.fake_audio import FakeAudioBackend
 
 from . import TEST_KEY, isolate_settings

@@ -18,7 +18,7 @@ import websocket
 
 from device.doctor.core import Status
 from device.doctor.network import check_agent, check_dns, check_endpoint, endpoint
-from device.session.client import SessionConfig
+from device.session.config import SessionConfig
 from device.sim.server import Simulator
 
 from . import TEST_KEY, closed_port

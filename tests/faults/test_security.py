@@ -33,7 +33,8 @@ from device.audio.buffers import UplinkQueue
 from device.core.events import ConnectionLost, Event, SessionStarted
 from device.service.logs import setup_logging
 from device.service.settings import Settings, config_file_warnings
-from device.session.client import SessionClient, SessionConfig
+from device.session.client import SessionClient
+from device.session.config import SessionConfig
 from device.sim.server import SimOptions, Simulator
 from tools import REPO
 from tools.fault_service import POLL_INTERVAL, FaultService
@@ -119,7 +120,7 @@ def test_json_log_exceptions_are_redacted() -> None:
         try:
             raise ConnectionError(f"refused wss://host/?token={urllib.parse.quote_plus(TEST_KEY)} ({TEST_KEY})")
         except ConnectionError:
-            logging.getLogger("device.session.client").exception("connect failed for %s", TEST_KEY)
+            logging.getLogger("device.session.connection").exception("connect failed for %s", TEST_KEY)
     finally:
         logging.getLogger().removeHandler(handler)
     record = json.loads(out.getvalue())

@@ -529,3 +529,38 @@ def test_the_bearer_header_and_the_url(sim: Simulator) -> None:
         assert json.loads(ws.recv())["type"] == "session.created"
     finally:
         ws.close()
+
+
+@pytest.mark.parametrize("call_again", [False, True])
+def test_hang_up_after_the_call_was_taken_but_before_the_socket(call_again: bool,
+                                                                sessions: Callable[..., Session]) -> None:
+    """The hang-up lands after the thread took the call (CONNECTING) and before it opened a
+    socket: the link says CLOSING with no socket; the attempt ends before it began (or, hung up
+    and called again, the new call is placed)."""
+    socks = Sockets()
+    box: list[SessionClient] = []
+    looks = [0]
+
+    def wall() -> float:   # called by the connection thread between taking the call and connecting
+        looks[0] += 1
+        if looks[0] == 1:
+            box[0].disconnect()
+            if call_again:
+                box[0].connect()
+        return MIN_SANE_TIME + 1
+
+    config = SessionConfig(url="wss://scripted.invalid/atoms/v1/agent/connect", api_key="k", agent_id="a")
+    s = sessions(config, connect_ws=socks, wall_clock=wall)
+    box.append(s.client)
+    s.client.connect()
+    if call_again:
+        sock = socks.next()
+        assert s.events.next_of(SessionConnecting).attempt == 1
+        sock.text(CREATED)
+        assert s.events.next_of(SessionStarted)
+        assert not any(isinstance(e, SessionEnded) for e in s.events.seen)
+    else:
+        assert s.events.next_of(SessionEnded).reason == "client_requested"
+        assert s.in_state(LinkState.IDLE) and socks.count == 0
+        assert not any(isinstance(e, SessionConnecting) for e in s.events.seen)
+    assert s.client.alive

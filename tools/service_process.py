@@ -21,6 +21,7 @@ import numpy as np
 
 from device.service.control import send_command
 from tools import REPO
+from tools.polling import wait_until
 
 # The key the harness gives the service. Distinctive, so that "the key never appears" can be
 # checked by searching for it; the tests' simulator fixture accepts it (tests/conftest.py).
@@ -121,6 +122,18 @@ class ServiceProcess:
         assert reply["ok"], reply
         status: dict[str, Any] = reply["status"]
         return status
+
+    def wait_status(self, timeout: float = 5.0, **expected: Any) -> dict[str, Any]:
+        """The first status whose fields equal `expected` (polled over the control socket, bounded:
+        the status is published just after the state line is logged, not with it)."""
+        last: list[dict[str, Any]] = [{}]
+
+        def matches() -> bool:
+            last[0] = self.status()
+            return all(last[0].get(k) == v for k, v in expected.items())
+
+        assert wait_until(matches, timeout), (expected, last[0])
+        return last[0]
 
     def signal(self, signum: int) -> None:
         assert self.proc is not None

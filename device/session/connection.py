@@ -151,6 +151,10 @@ class ConnectionThread(OwnedThread):
                     link.backoff_elapsed()
                 elif after is LinkState.IDLE:
                     self.on_event(SessionEnded(CLIENT_REQUESTED))   # hung up during the backoff
+            elif state in (LinkState.CLOSING, LinkState.CLOSING_REDIAL):
+                # Hung up after the attempt was taken but before its socket was opened (the link
+                # cannot tell): the attempt ends before it began.
+                self._finish(Ending(Outcome.ENDED, CLIENT_REQUESTED))
             else:
                 raise LinkError(f"the connection thread holds no socket in state {state.name}")
 

@@ -233,8 +233,8 @@ class Link:
         """The current connection is over (its socket is no longer used); returns the new state.
         `retry_at` is when to try again, used if the state becomes BACKOFF."""
         with self._cond:
-            self._live = None
             after = self._apply(outcome)[1]
+            self._live = None
             if after is LinkState.BACKOFF:
                 self._retry_at = retry_at if retry_at is not None else self._clock.monotonic()
             return after

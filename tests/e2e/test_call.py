@@ -80,18 +80,23 @@ def test_401_is_tried_once_then_waits_for_a_user_action(start_sim, start_service
     service = start_service(sim.url, call_mode="always")
     assert service.wait_for_log(r"refused the credentials", 10)
     assert service.wait_for_log(r"state auth_error", 5)
-    # A retry would come within the backoff cap (2 s here); none must come at all.
-    assert not sim.wait_for(lambda: len(sim.connections) > 1, 3.0)
-    status = service.status()
-    assert status["call_state"] == "auth_error" and status["leds"]["status"] == "auth_error"
+    # No retry, shown without waiting out a backoff: the status published with auth_error has
+    # the link idle, a state only a connect() leaves (tests/test_link.py, and tests/test_session.py
+    # steps a ManualClock an hour on there to show that no time does).
+    status = service.wait_status(call_state="auth_error")
+    assert status["leds"]["status"] == "auth_error"
+    assert status["link"] == "idle" and len(sim.connections) == 1
     service.signal(signal.SIGHUP)  # the operator fixed the key
     assert sim.wait_for(lambda: len(sim.connections) == 2, 5)
     assert service.wait_for_log(r"refused the credentials", 10, count=2)
     assert service.wait_for_log(r"state auth_error", 5, count=2)  # the machine saw it too
+    assert service.wait_status(call_state="auth_error")["link"] == "idle" and len(sim.connections) == 2
     assert service.ctl("call")["ok"]  # a button press (here: the control socket) retries too
     assert sim.wait_for(lambda: len(sim.connections) == 3, 5)
-    assert not sim.wait_for(lambda: len(sim.connections) > 3, 1.0)
+    assert service.wait_for_log(r"state auth_error", 5, count=3)
+    assert service.wait_status(call_state="auth_error")["link"] == "idle"
     assert service.stop() == 0
+    assert len(sim.connections) == 3   # and none more while the service ran on
 
 
 def test_503_is_retried_with_backoff_and_retry_after(start_sim, start_service) -> None:
@@ -159,9 +164,12 @@ def test_auth_close_codes_are_not_retried(start_sim, start_service, code: int) -
     sim = start_sim(close_code=code, close_after=0.3)
     service = start_service(sim.url, call_mode="always")
     assert service.wait_for_log(rf"refused the credentials \(close code {code}", 10), service.output()
-    assert not sim.wait_for(lambda: len(sim.connections) > 1, 2.5)
-    assert service.status()["call_state"] == "auth_error"
+    assert service.wait_for_log(r"state auth_error", 5)
+    # Published with auth_error: the link is idle (only a connect() leaves it), no retry can come.
+    assert service.wait_status(call_state="auth_error")["link"] == "idle"
+    assert len(sim.connections) == 1
     assert service.stop() == 0
+    assert len(sim.connections) == 1
 
 
 def test_close_code_1011_is_retried(start_sim, start_service) -> None:

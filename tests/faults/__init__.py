@@ -19,8 +19,8 @@ from typing import Final, TypeVar
 T = TypeVar("T")
 
 FULL: Final = os.environ.get("ATOMS_FAULTS_FULL", "") not in ("", "0", "false", "no")
-# Backoff used by the fault tests (the harness default is 0.2 s doubling to 2 s). Tests that prove
-# "no retry" wait a few caps, so a small cap keeps them short without weakening them.
+# Backoff used by the fault tests (the harness default is 0.2 s doubling to 2 s). NO_RETRY_CAP is
+# the cap of the auth-fault tests: a retry that should (or should not) come, comes at once.
 BACKOFF_INITIAL: Final = 0.2
 BACKOFF_MAX: Final = 2.0
 NO_RETRY_CAP: Final = 0.3

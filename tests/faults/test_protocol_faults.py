@@ -186,10 +186,16 @@ def test_session_created_with_an_unsupported_rate_does_not_kill_the_audio(
     agent = scripted(script)
     service = start_service(agent.url, call_mode="always")
     assert agent.wait(lambda: agent.connections >= 1, 10)
-    # Whatever the device decides (refuse the session, or resample), its audio threads live on.
-    assert service.wait_line(r"thread \S+ crashed", 2.0) is None, service.output()
-    before = service.counters().get("periods_played", 0)
+    # The device decides at once: the decoder refuses the rate (a malformed session.created,
+    # counted) and the session is never started. Waited for as that event, not as wall time.
+    decided = service.wait_counters(lambda c: c["malformed"].get("invalid_session.created", 0) >= 1, 10)
+    assert decided is not None, service.counters()
+    assert decided["sessions"] == 0
+    # Its audio threads live on after the decision: they play on, and none crashed.
+    before = decided.get("periods_played", 0)
     assert service.wait_counters(lambda c: c["periods_played"] > before + 50, 3), service.counters()
+    assert service.count_log(r"thread \S+ crashed") == 0, service.output()
+    assert service.running
 
 
 def test_an_upgrade_that_never_becomes_a_session_is_retried(

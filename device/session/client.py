@@ -22,15 +22,14 @@ from device.audio.buffers import LatencyWindow, UplinkChunk, UplinkQueue
 from device.core.backoff import Backoff
 from device.core.events import Event
 from device.session.config import SessionConfig
-from device.session.connection import ConnectionThread
+from device.session.connection import SESSION_CLOSE_TEXT, ConnectionThread
 from device.session.counters import ConnectionCounters, OwnerCounters, SenderCounters, SessionCounters
 from device.session.link import Link, LinkState
-from device.session.protocol import InputTextSend, ServerMessageDecoder, SessionClose, encode
+from device.session.protocol import InputTextSend, ServerMessageDecoder, encode
 from device.session.sender import UplinkSender
 from device.session.transport import TextSocket, open_websocket, send_text
 from hw.clock import Clock, RealClock
 
-SESSION_CLOSE_TEXT: Final = encode(SessionClose())
 # States in which no socket is open or coming (STOPPED included: after stop(), join() is the wait).
 _NO_SOCKET: Final = frozenset({LinkState.IDLE, LinkState.DIALING, LinkState.WAITING_FOR_CLOCK,
                                LinkState.BACKOFF, LinkState.STOPPED})

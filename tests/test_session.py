@@ -37,7 +37,7 @@ from device.session.protocol import ServerMessageDecoder
 from device.session.transport import open_websocket
 from device.sim.server import SimOptions, Simulator
 from hw.clock import ManualClock
-from tests.polling import wait_until
+from tools.polling import wait_until
 
 CREATED = {"type": "session.created", "session_id": "scripted-1", "call_id": "CALL-1", "sample_rate": 16000}
 

@@ -37,7 +37,9 @@ def mute(service: FaultService) -> None:
 def assert_kept(service: FaultService, mode: str, call_state: str = "in_call", muted: bool = True) -> None:
     """Still running, in `call_state`, with the mute and the call mode it had before the fault."""
     assert service.running, service.output()
-    status = service.status()
+    # The main loop logs the state line before it publishes the status (same step, microseconds
+    # apart): a status read right after the line may be the one before it, so wait for it.
+    status = service.wait_status(call_state=call_state)
     assert (status["call_state"], status["muted"], status["call_mode"]) == (call_state, muted, mode), status
     assert status["leds"]["mute"] is muted
 

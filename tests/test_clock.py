@@ -198,7 +198,8 @@ def test_manual_clock_wait_past_its_deadline_returns_at_once() -> None:
 
 def test_manual_clock_advance_and_notify_never_deadlock() -> None:
     """A waiter holds its condition and then takes the clock's lock; `advance` takes the clock's
-    lock and then (after letting go) each waiter's condition. Hammer both orders at once."""
+    lock and then (after letting go) each waiter's condition. Hammer both orders at once: with
+    the two locks taken in opposite orders, the advancing thread or the notifying one would hang."""
     clock, cond = ManualClock(), threading.Condition()
     stop = threading.Event()
     woken = [0]
@@ -217,20 +218,26 @@ def test_manual_clock_advance_and_notify_never_deadlock() -> None:
     def advancer() -> None:
         for _ in range(2000):
             clock.advance(0.25)
-        stop.set()
-        clock.advance(1.0)
-        with cond:
-            cond.notify_all()
 
-    threads = [threading.Thread(target=t, daemon=True) for t in (waiter, waiter, notifier, advancer)]
+    waiters = [threading.Thread(target=waiter, daemon=True) for _ in range(2)]
+    others = [threading.Thread(target=notifier, daemon=True), threading.Thread(target=advancer, daemon=True)]
     switch = sys.getswitchinterval()
     sys.setswitchinterval(1e-5)   # hand the GIL over often, so the two orders really interleave
     try:
-        for t in threads:
+        for t in waiters + others:
             t.start()
-        for t in threads:
-            t.join(10)
-            assert not t.is_alive(), "deadlock between advance() and a waiter"
+        others[1].join(10)
+        assert not others[1].is_alive(), "deadlock: advance() never returned"
+        stop.set()
+        others[0].join(10)
+        assert not others[0].is_alive(), "deadlock: the notifier never got the condition back"
+        # Each waiter waits at most 0.5 s of clock time: stepping the clock ends the last waits.
+        for _ in range(1000):
+            if not any(t.is_alive() for t in waiters):
+                break
+            clock.advance(1.0)
+            waiters[0].join(0.01)
+        assert not any(t.is_alive() for t in waiters), "a waiter never woke"
     finally:
         sys.setswitchinterval(switch)
     assert woken[0] > 0

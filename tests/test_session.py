@@ -187,10 +187,11 @@ def test_audio_made_for_another_session_is_dropped_and_counted(sim: Simulator,
     s = sessions(sim_config(sim))
     s.client.connect()
     generation = s.events.next_of(SessionStarted).format.generation
-    for _ in range(3):
-        s.uplink.put(UplinkChunk(bytes(960), 0.0, rate=24000, generation=generation - 1))   # stale
+    assert generation == 1   # the first session of this client
+    for stale in (0, generation - 1, generation + 1):   # before any session, an earlier one, a later one
+        s.uplink.put(UplinkChunk(bytes(960), 0.0, generation=stale))
     for _ in range(5):
-        s.uplink.put(UplinkChunk(bytes(640), 0.0, rate=16000, generation=generation))
+        s.uplink.put(UplinkChunk(bytes(640), 0.0, generation=generation))
     s.client.send_commit()
     commit = sim.wait_for_event("commit", 5)
     assert commit is not None and commit["audio_bytes"] == 5 * 640

@@ -70,6 +70,26 @@ def test_full_jitter_backoff_doubles_to_the_cap() -> None:
     assert b.ceiling() == 1
 
 
+def test_backoff_keeps_its_cap_after_any_number_of_attempts() -> None:
+    """An always-on device reconnecting for days (or a reopen loop on an unpaced test clock) makes
+    thousands of attempts: the delay stays at the cap instead of overflowing."""
+    b = Backoff(initial=1.0, cap=30.0, rng=random.Random(2))
+    for _ in range(5000):
+        assert 0 <= b.next_delay() <= 30.0
+    assert b.ceiling() == 30.0
+
+
+def test_backoff_without_jitter_waits_each_ceiling() -> None:
+    """The device reopen loop's delays: deterministic, 0.5 s doubling to 5 s (no random draw)."""
+    rng = random.Random(3)
+    state = rng.getstate()
+    b = Backoff(initial=0.5, cap=5.0, rng=rng, jitter=False)
+    assert [b.next_delay() for _ in range(7)] == [0.5, 1.0, 2.0, 4.0, 5.0, 5.0, 5.0]
+    assert rng.getstate() == state
+    b.reset()
+    assert b.next_delay() == 0.5
+
+
 def test_retry_after_is_a_floor() -> None:
     b = Backoff(initial=1.0, cap=30.0, rng=random.Random(1))
     assert b.next_delay(retry_after=5) >= 5

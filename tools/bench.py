@@ -33,7 +33,8 @@ import soxr
 
 from device.audio.apm import DirectApm
 from device.audio.buffers import JitterBuffer, UplinkQueue
-from device.audio.dsp import DSP_RATE, FRAME_BYTES, make_capture_dsp
+from device.audio.dsp import make_capture_dsp
+from device.audio.formats import DSP_RATE, FRAME_BYTES
 from device.audio.pipeline import AudioPipeline
 from device.service.cpu import choose_cpus
 from device.session.protocol import ServerMessageDecoder, encode_audio
@@ -142,7 +143,7 @@ def components_cpu(mic: np.ndarray, agent: np.ndarray, rate: int, tmp: Path) -> 
     """CPU seconds of our own classes doing the pipeline's per-frame work on one thread, in the
     order the threads interleave on a device (speaker period, then mic frame): the fake devices,
     `CaptureChain.process`/`reference`, the uplink `Resampler`, and the protocol encode/decode."""
-    from device.audio.dsp import Resampler
+    from device.audio.resampler import Resampler
 
     mic_file = tmp / f"mic1-{rate}.wav"
     write_wav_mono16(mic_file, mic.tobytes(), DSP_RATE)

@@ -16,7 +16,9 @@ from typing import Final
 import numpy as np
 
 from device.audio.buffers import JitterBuffer, LatencyWindow, UplinkChunk, UplinkQueue
-from device.audio.dsp import DSP_RATE, FRAME_BYTES, CaptureDsp, Resampler
+from device.audio.dsp import CaptureDsp
+from device.audio.formats import DSP_RATE, FRAME_BYTES
+from device.audio.resampler import Resampler
 from device.core.events import Event, HardwareBack, HardwareLost
 from device.core.threads import OwnedThread
 from hw.audio import AudioBackend, AudioCapture, AudioPlayback

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import random
 
-from device.audio.buffers import JitterBuffer, LatencyWindow, UplinkChunk, UplinkQueue
+from device.audio.buffers import JitterBuffer, LatencyWindow, LocalSoundQueue, UplinkChunk, UplinkQueue
 from device.core.backoff import Backoff
 
 
@@ -88,6 +88,21 @@ def test_backoff_without_jitter_waits_each_ceiling() -> None:
     assert rng.getstate() == state
     b.reset()
     assert b.next_delay() == 0.5
+
+
+def test_local_sounds_keep_one_rate_and_a_bound() -> None:
+    q = LocalSoundQueue(16000, max_bytes=640)
+    assert q.push(b"\x01\x00" * 200, 16000)   # 400 bytes: below the bound, accepted whole
+    assert q.push(b"\x02\x00" * 200, 16000)   # starts below the bound: accepted whole too
+    assert not q.push(b"\x03\x00", 16000)      # the bound reached: refused, counted
+    assert not q.push(b"\x04\x00", 24000)      # made for another rate: refused, counted
+    assert q.refused_sounds == 2 and len(q) == 800
+    assert q.pop(320) == b"\x01\x00" * 160
+    assert q.pop(640) == b"\x01\x00" * 40 + b"\x02\x00" * 200 + bytes(160)   # the tail padded
+    assert q.pop(320) is None
+    q.push(b"\x05\x00" * 10, 16000)
+    q.reset(24000, 960)   # renegotiated: what was queued at 16 kHz goes
+    assert len(q) == 0 and not q.push(b"\x06\x00", 16000) and q.push(b"\x06\x00", 24000)
 
 
 def test_retry_after_is_a_floor() -> None:

@@ -71,19 +71,21 @@ def test_hangup_sends_session_close_and_ends(sim: Simulator) -> None:
         assert client.join(5)
 
 
-def test_audio_made_for_another_rate_is_dropped_and_counted(sim: Simulator) -> None:
-    """After a renegotiation, chunks the capture thread resampled for the old rate may still be
-    queued: they are counted and never sent (20 ms at the wrong speed on the server)."""
+def test_audio_made_for_another_session_is_dropped_and_counted(sim: Simulator) -> None:
+    """After a new session.created, chunks the capture thread made for the previous session's
+    stream format (maybe at another rate) may still be queued: they are counted and never sent
+    (20 ms at the wrong speed on the server)."""
     events: queue.SimpleQueue[Event] = queue.SimpleQueue()
     client = client_for(sim, events)
     client.start()
     try:
         client.connect()
-        next_of(events, SessionStarted)   # 16000 Hz
-        for _ in range(3):
-            client.uplink.put(UplinkChunk(bytes(960), 0.0, rate=24000))   # stale: the old rate
+        started = next_of(events, SessionStarted)   # 16000 Hz
+        assert isinstance(started, SessionStarted) and started.generation == 1   # the first session of this client
+        for stale in (0, started.generation - 1, started.generation + 1):
+            client.uplink.put(UplinkChunk(bytes(960), 0.0, generation=stale))   # another session's
         for _ in range(5):
-            client.uplink.put(UplinkChunk(bytes(640), 0.0, rate=16000))
+            client.uplink.put(UplinkChunk(bytes(640), 0.0, generation=started.generation))
         client.send_commit()
         commit = sim.wait_for_event("commit", 5)
         assert commit is not None and commit["audio_bytes"] == 5 * 640
@@ -99,9 +101,10 @@ def test_commit_follows_the_audio_queued_before_it(sim: Simulator) -> None:
     client.start()
     try:
         client.connect()
-        next_of(events, SessionStarted)
+        started = next_of(events, SessionStarted)
+        assert isinstance(started, SessionStarted)
         for _ in range(10):
-            client.uplink.put(UplinkChunk(bytes(640), 0.0))
+            client.uplink.put(UplinkChunk(bytes(640), 0.0, generation=started.generation))
         client.send_commit()
         commit = sim.wait_for_event("commit", 5)
         assert commit is not None and commit["audio_bytes"] == 6400

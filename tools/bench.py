@@ -219,12 +219,13 @@ def pipeline_cpu(mic: np.ndarray, agent: np.ndarray, rate: int, tmp: Path) -> di
     sender = threading.Thread(target=send, name="bench-sender")
     sender.start()
     p.start()
-    while p.counters.frames_captured < FRAMES or p.counters.agent_periods_played < FRAMES or len(uplink):
+    while (c := p.counters())["frames_captured"] < FRAMES or c["agent_periods_played"] < FRAMES or len(uplink):
         time.sleep(0.02)
     cap = thread_cpu(p.capture._thread)
     play = thread_cpu(p.playback._thread)
     snd = thread_cpu(sender)
-    frames, periods, chunks = p.counters.frames_captured, p.counters.periods_played, max(sent[0], 1)
+    c = p.counters()
+    frames, periods, chunks = c["frames_captured"], c["periods_played"], max(sent[0], 1)
     stop.set()
     p.stop()
     p.join(5)

@@ -73,11 +73,13 @@ class SessionConnecting:
 
 @dataclass(frozen=True)
 class SessionStarted:
-    """`session.created` arrived: the agent is on the line."""
+    """`session.created` arrived: the agent is on the line. `generation` numbers the sessions of
+    this client (1 for the first): the audio stream format of this session carries it."""
 
     session_id: str
     call_id: str
     sample_rate: int
+    generation: int = 0
 
 
 @dataclass(frozen=True)

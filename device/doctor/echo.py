@@ -32,7 +32,7 @@ import numpy as np
 
 from device.audio.dsp import make_capture_dsp
 from device.audio.formats import BYTES_PER_SAMPLE, DSP_RATE, FRAME_BYTES, samples_for
-from device.audio.pipeline import PREFILL_PERIODS  # the same prefill as the playback thread: the same queue
+from device.audio.playback import PREFILL_PERIODS  # the same prefill as the playback thread: the same queue
 from device.doctor.meter import FULL_SCALE, SILENCE_DBFS, to_dbfs
 from hw.audio import AudioBackend
 

@@ -121,7 +121,7 @@ class SessionCounters:
     server_errors: int = 0
     discarded_audio_bytes: int = 0  # agent audio discarded while the downlink gate was closed
     commits: int = 0
-    stale_rate_chunks: int = 0  # mic chunks made at a previous session's rate, dropped unsent
+    stale_rate_chunks: int = 0  # mic chunks made for another session's stream format, dropped unsent
 
 
 class _Outcome:
@@ -169,6 +169,9 @@ class SessionClient:
         self.session_id: str | None = None
         self.call_id: str | None = None
         self.negotiated_rate: int | None = None
+        # The live session's stream format generation (1 for the first session): written by the
+        # connection thread at session.created, read by the sender to drop chunks made for another.
+        self.stream_generation = 0
         self.last_error: str | None = None
         self.downlink_open = True
         self._wanted = threading.Event()       # a session is wanted (connect() called)
@@ -441,13 +444,15 @@ class _ConnectionThread(OwnedThread):
                 c.counters.discarded_audio_bytes += len(message.pcm)
         elif isinstance(message, SessionCreated):
             c.session_id, c.call_id, c.negotiated_rate = message.session_id, message.call_id, message.sample_rate
+            c.stream_generation += 1
             c.counters.sessions += 1
             c.backoff.reset()
             c.uplink.clear()  # audio from before this session is stale
             c._live.set()
             log.info("session %s started (call %s, %d Hz)", message.session_id, message.call_id,
                      message.sample_rate)
-            c.on_event(SessionStarted(message.session_id, message.call_id, message.sample_rate))
+            c.on_event(SessionStarted(message.session_id, message.call_id, message.sample_rate,
+                                      c.stream_generation))
             if c._close_requested.is_set() and c._ws is not None:
                 c._send_text(c._ws, encode(SessionClose()))  # hung up while connecting
         elif isinstance(message, SessionClosed):
@@ -490,13 +495,13 @@ class UplinkSender(OwnedThread):
                 if c._send_text(ws, COMMIT_TEXT):
                     c.counters.commits += 1
                 continue
-            if chunk.rate and chunk.rate != c.negotiated_rate:
-                # Resampled for the previous session's rate in the moment before the pipeline
-                # switched: sending it would play 20 ms at the wrong speed on the server.
+            if chunk.generation != c.stream_generation:
+                # Made for another session's stream format in the moment before the pipeline
+                # switched: at another rate, sending it would play 20 ms at the wrong speed.
                 c.counters.stale_rate_chunks += 1
                 if c.counters.stale_rate_chunks == 1:
-                    log.info("dropping mic audio made at %d Hz for a %d Hz session (rate renegotiated)",
-                             chunk.rate, c.negotiated_rate)
+                    log.info("dropping mic audio made for stream generation %d in session generation %d",
+                             chunk.generation, c.stream_generation)
                 continue
             if c._send_text(ws, encode_audio(chunk.pcm)):
                 c.counters.chunks_sent += 1

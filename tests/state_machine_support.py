@@ -7,6 +7,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from device.audio.formats import StreamFormat
 from device.core.events import (
     COMMAND_NAMES,
     Action,
@@ -51,7 +52,7 @@ WANTED = (CONN, IN, RECO)
 
 PRESS, RELEASE, HOLD = ButtonPressed(ButtonName.CALL), ButtonReleased(ButtonName.CALL), ButtonHeld(ButtonName.CALL)
 MUTE_PRESS = ButtonPressed(ButtonName.MUTE)
-STARTED = SessionStarted(session_id="s1", call_id="c1", sample_rate=16000)
+STARTED = SessionStarted(session_id="s1", call_id="c1", format=StreamFormat(16000, 1))
 TIMEOUT = SessionEnded(reason="timeout")
 LOST = ConnectionLost(reason="network", retry_in=1.0)
 REJECTED = AuthRejected(reason="401")

@@ -81,11 +81,11 @@ def test_audio_made_for_another_session_is_dropped_and_counted(sim: Simulator) -
     try:
         client.connect()
         started = next_of(events, SessionStarted)   # 16000 Hz
-        assert isinstance(started, SessionStarted) and started.generation == 1   # the first session of this client
-        for stale in (0, started.generation - 1, started.generation + 1):
+        assert isinstance(started, SessionStarted) and started.format.generation == 1   # the first session of this client
+        for stale in (0, started.format.generation - 1, started.format.generation + 1):
             client.uplink.put(UplinkChunk(bytes(960), 0.0, generation=stale))   # another session's
         for _ in range(5):
-            client.uplink.put(UplinkChunk(bytes(640), 0.0, generation=started.generation))
+            client.uplink.put(UplinkChunk(bytes(640), 0.0, generation=started.format.generation))
         client.send_commit()
         commit = sim.wait_for_event("commit", 5)
         assert commit is not None and commit["audio_bytes"] == 5 * 640
@@ -104,7 +104,7 @@ def test_commit_follows_the_audio_queued_before_it(sim: Simulator) -> None:
         started = next_of(events, SessionStarted)
         assert isinstance(started, SessionStarted)
         for _ in range(10):
-            client.uplink.put(UplinkChunk(bytes(640), 0.0, generation=started.generation))
+            client.uplink.put(UplinkChunk(bytes(640), 0.0, generation=started.format.generation))
         client.send_commit()
         commit = sim.wait_for_event("commit", 5)
         assert commit is not None and commit["audio_bytes"] == 6400

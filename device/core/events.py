@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal, Union
 
+from device.audio.formats import StreamFormat
 from hw.controls import ButtonHeld, ButtonPressed, ButtonReleased, LedState
 
 
@@ -73,13 +74,16 @@ class SessionConnecting:
 
 @dataclass(frozen=True)
 class SessionStarted:
-    """`session.created` arrived: the agent is on the line. `generation` numbers the sessions of
-    this client (1 for the first): the audio stream format of this session carries it."""
+    """`session.created` arrived: the agent is on the line. `format` is the session's stream
+    (its negotiated rate, and its generation: the count of sessions so far)."""
 
     session_id: str
     call_id: str
-    sample_rate: int
-    generation: int = 0
+    format: StreamFormat
+
+    @property
+    def sample_rate(self) -> int:
+        return self.format.rate
 
 
 @dataclass(frozen=True)

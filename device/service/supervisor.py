@@ -19,7 +19,7 @@ from typing import Any, Final
 
 from device.audio.buffers import JitterBuffer, UplinkQueue
 from device.audio.dsp import make_capture_dsp
-from device.audio.formats import FRAME_MS, UPLINK_CHUNK_MS, StreamFormat, bytes_for_seconds
+from device.audio.formats import FRAME_MS, UPLINK_CHUNK_MS, bytes_for_seconds
 from device.audio.pipeline import AudioPipeline
 from device.core import state_machine
 from device.core.events import (
@@ -148,7 +148,7 @@ class ApplianceService:
     def _session_event(self, event: Event) -> None:
         if isinstance(event, SessionStarted):
             # Before the first delta of the new session reaches the jitter buffer.
-            self.pipeline.set_stream_format(StreamFormat(event.sample_rate, event.generation))
+            self.pipeline.set_stream_format(event.format)
         self.post(event)
 
     def _transcript(self, role: str, text: str) -> None:

@@ -27,6 +27,7 @@ from typing import Any, Final
 import websocket
 
 from device.audio.buffers import LatencyWindow, UplinkChunk, UplinkQueue
+from device.audio.formats import StreamFormat
 from device.core.backoff import Backoff
 from device.core.events import (
     AgentInterrupted,
@@ -169,9 +170,6 @@ class SessionClient:
         self.session_id: str | None = None
         self.call_id: str | None = None
         self.negotiated_rate: int | None = None
-        # The live session's stream format generation (1 for the first session): written by the
-        # connection thread at session.created, read by the sender to drop chunks made for another.
-        self.stream_generation = 0
         self.last_error: str | None = None
         self.downlink_open = True
         self._wanted = threading.Event()       # a session is wanted (connect() called)
@@ -444,15 +442,15 @@ class _ConnectionThread(OwnedThread):
                 c.counters.discarded_audio_bytes += len(message.pcm)
         elif isinstance(message, SessionCreated):
             c.session_id, c.call_id, c.negotiated_rate = message.session_id, message.call_id, message.sample_rate
-            c.stream_generation += 1
             c.counters.sessions += 1
             c.backoff.reset()
             c.uplink.clear()  # audio from before this session is stale
             c._live.set()
             log.info("session %s started (call %s, %d Hz)", message.session_id, message.call_id,
                      message.sample_rate)
-            c.on_event(SessionStarted(message.session_id, message.call_id, message.sample_rate,
-                                      c.stream_generation))
+            # The generation counts sessions: a mic chunk made for an earlier one is told apart by it.
+            c.on_event(SessionStarted(message.session_id, message.call_id,
+                                      StreamFormat(message.sample_rate, c.counters.sessions)))
             if c._close_requested.is_set() and c._ws is not None:
                 c._send_text(c._ws, encode(SessionClose()))  # hung up while connecting
         elif isinstance(message, SessionClosed):
@@ -495,13 +493,13 @@ class UplinkSender(OwnedThread):
                 if c._send_text(ws, COMMIT_TEXT):
                     c.counters.commits += 1
                 continue
-            if chunk.generation != c.stream_generation:
+            if chunk.generation != c.counters.sessions:   # the live session's generation
                 # Made for another session's stream format in the moment before the pipeline
                 # switched: at another rate, sending it would play 20 ms at the wrong speed.
                 c.counters.stale_rate_chunks += 1
                 if c.counters.stale_rate_chunks == 1:
-                    log.info("dropping mic audio made for stream generation %d in session generation %d",
-                             chunk.generation, c.stream_generation)
+                    log.info("dropping mic audio made for another session (generation %d, live: %d)",
+                             chunk.generation, c.counters.sessions)
                 continue
             if c._send_text(ws, encode_audio(chunk.pcm)):
                 c.counters.chunks_sent += 1

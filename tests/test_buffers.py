@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import random
 
-from device.audio.buffers import JitterBuffer, LatencyWindow, UplinkChunk, UplinkQueue
+from device.audio.buffers import JitterBuffer, LatencyWindow, LocalSoundQueue, UplinkChunk, UplinkQueue
 from device.core.backoff import Backoff
 
 
@@ -76,6 +76,41 @@ def test_full_jitter_backoff_doubles_to_the_cap() -> None:
     assert ceilings == [1, 2, 4, 8, 16, 30, 30, 30]
     b.reset()
     assert b.ceiling() == 1
+
+
+def test_backoff_keeps_its_cap_after_any_number_of_attempts() -> None:
+    """An always-on device reconnecting for days (or a reopen loop on an unpaced test clock) makes
+    thousands of attempts: the delay stays at the cap instead of overflowing."""
+    b = Backoff(initial=1.0, cap=30.0, rng=random.Random(2))
+    for _ in range(5000):
+        assert 0 <= b.next_delay() <= 30.0
+    assert b.ceiling() == 30.0
+
+
+def test_backoff_without_jitter_waits_each_ceiling() -> None:
+    """The device reopen loop's delays: deterministic, 0.5 s doubling to 5 s (no random draw)."""
+    rng = random.Random(3)
+    state = rng.getstate()
+    b = Backoff(initial=0.5, cap=5.0, rng=rng, jitter=False)
+    assert [b.next_delay() for _ in range(7)] == [0.5, 1.0, 2.0, 4.0, 5.0, 5.0, 5.0]
+    assert rng.getstate() == state
+    b.reset()
+    assert b.next_delay() == 0.5
+
+
+def test_local_sounds_keep_one_rate_and_a_bound() -> None:
+    q = LocalSoundQueue(16000, max_bytes=640)
+    assert q.push(b"\x01\x00" * 200, 16000)   # 400 bytes: below the bound, accepted whole
+    assert q.push(b"\x02\x00" * 200, 16000)   # starts below the bound: accepted whole too
+    assert not q.push(b"\x03\x00", 16000)      # the bound reached: refused, counted
+    assert not q.push(b"\x04\x00", 24000)      # made for another rate: refused, counted
+    assert q.refused_sounds == 2 and len(q) == 800
+    assert q.pop(320) == b"\x01\x00" * 160
+    assert q.pop(640) == b"\x01\x00" * 40 + b"\x02\x00" * 200 + bytes(160)   # the tail padded
+    assert q.pop(320) is None
+    q.push(b"\x05\x00" * 10, 16000)
+    q.reset(24000, 960)   # renegotiated: what was queued at 16 kHz goes
+    assert len(q) == 0 and not q.push(b"\x06\x00", 16000) and q.push(b"\x06\x00", 24000)
 
 
 def test_retry_after_is_a_floor() -> None:

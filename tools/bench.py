@@ -33,7 +33,8 @@ import soxr
 
 from device.audio.apm import DirectApm
 from device.audio.buffers import JitterBuffer, UplinkQueue
-from device.audio.dsp import DSP_RATE, FRAME_BYTES, make_capture_dsp
+from device.audio.dsp import make_capture_dsp
+from device.audio.formats import DSP_RATE, FRAME_BYTES
 from device.audio.pipeline import AudioPipeline
 from device.service.cpu import choose_cpus
 from device.session.protocol import ServerMessageDecoder, encode_audio
@@ -142,7 +143,7 @@ def components_cpu(mic: np.ndarray, agent: np.ndarray, rate: int, tmp: Path) -> 
     """CPU seconds of our own classes doing the pipeline's per-frame work on one thread, in the
     order the threads interleave on a device (speaker period, then mic frame): the fake devices,
     `CaptureChain.process`/`reference`, the uplink `Resampler`, and the protocol encode/decode."""
-    from device.audio.dsp import Resampler
+    from device.audio.resampler import Resampler
 
     mic_file = tmp / f"mic1-{rate}.wav"
     write_wav_mono16(mic_file, mic.tobytes(), DSP_RATE)
@@ -218,12 +219,13 @@ def pipeline_cpu(mic: np.ndarray, agent: np.ndarray, rate: int, tmp: Path) -> di
     sender = threading.Thread(target=send, name="bench-sender")
     sender.start()
     p.start()
-    while p.counters.frames_captured < FRAMES or p.counters.agent_periods_played < FRAMES or len(uplink):
+    while (c := p.counters())["frames_captured"] < FRAMES or c["agent_periods_played"] < FRAMES or len(uplink):
         time.sleep(0.02)
     cap = thread_cpu(p.capture._thread)
     play = thread_cpu(p.playback._thread)
     snd = thread_cpu(sender)
-    frames, periods, chunks = p.counters.frames_captured, p.counters.periods_played, max(sent[0], 1)
+    c = p.counters()
+    frames, periods, chunks = c["frames_captured"], c["periods_played"], max(sent[0], 1)
     stop.set()
     p.stop()
     p.join(5)

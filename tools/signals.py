@@ -21,7 +21,7 @@ from typing import Final
 import numpy as np
 import soxr
 
-from device.audio.dsp import DSP_RATE, FRAME_BYTES, FRAME_SAMPLES
+from device.audio.formats import DSP_RATE, FRAME_BYTES, FRAME_SAMPLES
 from hw.fake_audio import FakeRoom
 
 FULL_SCALE = 32768.0

@@ -31,15 +31,17 @@ import ctypes
 import logging
 from typing import Any, Final, Protocol
 
+from device.audio.formats import DSP_RATE, FRAME_MS, FRAME_SAMPLES, bytes_for, samples_for
+
 log = logging.getLogger(__name__)
 
-DSP_RATE: Final = 16000
-FRAME_SAMPLES: Final = DSP_RATE // 100   # 10 ms
-FRAME_BYTES: Final = FRAME_SAMPLES * 2
 INVALID_HANDLE: Final = 0
-# Rates the canceller is tested with. 44.1 kHz frames are 441 samples, and the native side only
+# Rates the canceller is tested with (its own list, wider than the session's: the reference is at
+# whatever rate the speaker plays). 44.1 kHz frames are 441 samples, and the native side only
 # promises whole 10 ms frames at the rates it knows.
 SUPPORTED_RATES: Final = frozenset({8000, 16000, 24000, 32000, 48000})
+# Bytes of one 10 ms frame per supported rate: looked up on every call, never recomputed.
+_FRAME_BYTES: Final = {rate: bytes_for(rate, FRAME_MS) for rate in SUPPORTED_RATES}
 # livekit releases whose FFI request `DirectApm` was checked against (tests/dsp/test_apm.py: the
 # audio is bit-identical to livekit's own methods). Another release gets the public API until that
 # test has passed on it and this tuple (and pyproject's bound) says so: a changed meaning of `size`
@@ -69,10 +71,11 @@ def _bytes_view(frame: bytes | bytearray | memoryview) -> memoryview:
 
 def frame_bytes(sample_rate: int) -> int:
     """Bytes in one 10 ms PCM16 mono frame at `sample_rate` (ValueError for a rate not supported)."""
-    if sample_rate not in SUPPORTED_RATES:
+    size = _FRAME_BYTES.get(sample_rate)
+    if size is None:
         raise ValueError(f"echo reference rate {sample_rate} Hz is not supported; the canceller takes exactly "
                          f"10 ms frames at {sorted(SUPPORTED_RATES)} Hz")
-    return sample_rate // 100 * 2
+    return size
 
 
 def _check(size: int, sample_rate: int) -> None:
@@ -112,7 +115,8 @@ class PublicApiApm:
         view = _bytes_view(frame)
         _check(view.nbytes, sample_rate)
         # A private copy: the APM works in place, and the caller's buffer is not ours.
-        self._apm.process_reverse_stream(self._frame_type(bytearray(view), sample_rate, 1, sample_rate // 100))
+        self._apm.process_reverse_stream(self._frame_type(bytearray(view), sample_rate, 1,
+                                                          samples_for(sample_rate, FRAME_MS)))
 
 
 class _Request:
@@ -120,7 +124,7 @@ class _Request:
 
     def __init__(self, field: str, handle: int, sample_rate: int, ffi_pb2: Any) -> None:
         self.sample_rate = sample_rate
-        self.buffer = bytearray(sample_rate // 100 * 2)
+        self.buffer = bytearray(frame_bytes(sample_rate))
         # The buffer's address goes into the request once. This ctypes view holds an export of the
         # bytearray for the request's whole life, so any resize raises BufferError instead of
         # moving the memory the request points at.

@@ -10,23 +10,23 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 
+from device.audio.formats import BYTES_PER_SAMPLE
+
 
 @dataclass(frozen=True, slots=True)
 class UplinkChunk:
     """20 ms of processed mic audio at the session rate, stamped when its last frame was read.
 
     A chunk with `commit=True` (and no audio) is the push-to-talk commit: it travels through the
-    same queue so that it can never overtake audio captured before it. `generation` is that of
-    the session `StreamFormat` the audio was made for (0: before any session); chunks made for an
-    earlier session may still be in flight when a new one starts, and the sender drops (and
-    counts) every chunk whose generation is not the live session's. `rate` is the rate the audio
-    was resampled to (0: unknown), for logs.
+    same queue so that it can never overtake audio captured before it. `generation` is that of the
+    `StreamFormat` the audio was made for (0: before any session); when a new session starts,
+    chunks made for the previous one may still be in flight, and the sender drops them instead of
+    sending audio made at another session's rate.
     """
 
     pcm: bytes
     captured_at: float
     commit: bool = False
-    rate: int = 0
     generation: int = 0
 
 
@@ -102,7 +102,7 @@ class JitterBuffer:
         with self._lock:
             room = self._max - len(self._buf)
             if len(pcm) > room:
-                room -= room % 2
+                room -= room % BYTES_PER_SAMPLE
                 self.overflow_bytes += len(pcm) - max(room, 0)
                 self.overflow_events += 1
                 if room > 0:
@@ -129,6 +129,52 @@ class JitterBuffer:
             self._buf.clear()
             self.flushed_bytes += count
             return count
+
+    def __len__(self) -> int:
+        return len(self._buf)
+
+
+class LocalSoundQueue:
+    """Local sounds (earcons) from the main thread to the playback thread, mixed over agent audio.
+
+    Holds PCM16 at one rate, the session's: `reset` (on the connection thread, when the session
+    rate changes) empties it and sets the new rate and bound, and a sound pushed for any other
+    rate is refused, so a chime made just before a renegotiation never plays at the wrong speed.
+    Bounded in bytes: once `max_bytes` are queued, further sounds are refused whole (counted);
+    a sound is never cut.
+    """
+
+    def __init__(self, rate: int, max_bytes: int) -> None:
+        self._buf = bytearray()
+        self._rate = rate
+        self._max = max_bytes
+        self._lock = threading.Lock()
+        self.refused_sounds = 0
+
+    def reset(self, rate: int, max_bytes: int) -> None:
+        with self._lock:
+            self._buf.clear()
+            self._rate = rate
+            self._max = max_bytes
+
+    def push(self, pcm: bytes, rate: int) -> bool:
+        """Queue a whole sound made at `rate`; False (counted) when the rate is not the current
+        one or the queue is full."""
+        with self._lock:
+            if rate != self._rate or len(self._buf) >= self._max:
+                self.refused_sounds += 1
+                return False
+            self._buf += pcm
+            return True
+
+    def pop(self, nbytes: int) -> bytes | None:
+        """Exactly `nbytes` (the tail padded with silence), or None when nothing is queued."""
+        if not self._buf:   # the usual case, without the lock: only this thread takes from it
+            return None
+        with self._lock:
+            out = bytes(self._buf[:nbytes])
+            del self._buf[:nbytes]
+        return out + bytes(nbytes - len(out)) if len(out) < nbytes else out
 
     def __len__(self) -> int:
         return len(self._buf)

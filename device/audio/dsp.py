@@ -11,9 +11,6 @@ each reference frame reaches the canceller before the mic frame that holds its e
 Both native libraries take exactly 10 ms per call, and livekit's APM *aborts the process* (a Rust
 panic) on anything else, so every size is checked here before any library call and a bad size
 raises `ValueError` instead.
-
-`Resampler` is the soxr streaming resampler used wherever PCM16 changes rate (uplink to the wire
-rate, downlink to the speaker rate).
 """
 from __future__ import annotations
 
@@ -21,11 +18,9 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
-import numpy as np
-import soxr
-
 # Bytes in one 10 ms reference frame at a rate, refusing the rates the canceller does not take.
 from device.audio.apm import frame_bytes as reference_frame_bytes
+from device.audio.formats import BYTES_PER_SAMPLE, DSP_RATE, FRAME_BYTES
 
 if TYPE_CHECKING:
     from device.audio.apm import EchoCanceller
@@ -33,15 +28,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DSP_RATE: Final = 16000
-FRAME_MS: Final = 10
-FRAME_SAMPLES: Final = DSP_RATE * FRAME_MS // 1000   # 160
-FRAME_BYTES: Final = FRAME_SAMPLES * 2                 # 320: PCM16 mono
 MAX_AUTO_GAIN_DBFS: Final = 31
 MAX_NOISE_SUPPRESSION: Final = 4
 
 AecMode = Literal["webrtc", "off"]
-ResampleQuality = Literal["QQ", "LQ", "MQ", "HQ", "VHQ"]
 
 
 class CaptureDsp(Protocol):
@@ -126,7 +116,7 @@ class CaptureChain:
     def reference(self, pcm: bytes, sample_rate: int) -> None:
         try:
             frame_bytes = reference_frame_bytes(sample_rate)
-            if len(pcm) % 2:
+            if len(pcm) % BYTES_PER_SAMPLE:
                 raise ValueError(f"echo reference must be whole PCM16 samples, got {len(pcm)} bytes")
         except ValueError:
             self.rejected_frames += 1
@@ -229,66 +219,3 @@ def make_capture_dsp(
              aec, apm.kind if apm is not None else "off", noise_suppression, auto_gain_dbfs,
              "on" if recorder is not None else "off")
     return CaptureChain(apm, noise, recorder)
-
-
-class Resampler:
-    """PCM16 mono rate converter on a soxr stream, with an output FIFO that hands out fixed chunks.
-
-    Owned by one thread (the capture thread for the uplink, the playback thread for the downlink);
-    not thread-safe. soxr emits output in bursts, so `pop` returns None until a whole chunk is
-    buffered. A one-shot `soxr.resample` per chunk would click at every chunk edge: always stream.
-
-    Quality "LQ" by default (measured with soxr 1.1): flat to ~6 kHz on a 16 kHz side (-3 dB at
-    6.5 kHz), aliases and images below -90 dB, ~11 ms latency, ~3 us per 10 ms. "QQ" is cubic
-    interpolation with no anti-alias filter: 24 -> 16 kHz folds a 10 kHz tone back at -4 dB, and
-    16 -> 24 kHz leaves images at -10 dB, which an ASR hears; "MQ" is flat to 7.5 kHz for ~21 ms.
-    """
-
-    def __init__(self, in_rate: int, out_rate: int, *, quality: ResampleQuality = "LQ") -> None:
-        if in_rate <= 0 or out_rate <= 0:
-            raise ValueError(f"sample rates must be positive, got {in_rate} -> {out_rate}")
-        self.in_rate = in_rate
-        self.out_rate = out_rate
-        self.quality = quality
-        self._fifo = bytearray()
-        self._stream: soxr.ResampleStream | None = None
-        if in_rate != out_rate:
-            self._stream = soxr.ResampleStream(in_rate, out_rate, 1, dtype="int16", quality=quality)
-
-    def frame_bytes(self, ms: int = FRAME_MS) -> int:
-        """Bytes of `ms` milliseconds of output (for `pop`); raises ValueError if not whole samples."""
-        samples, rest = divmod(self.out_rate * ms, 1000)
-        if rest or samples <= 0:
-            raise ValueError(f"{ms} ms is not a whole number of samples at {self.out_rate} Hz")
-        return samples * 2
-
-    @property
-    def buffered(self) -> int:
-        """Output bytes waiting in the FIFO."""
-        return len(self._fifo)
-
-    def push(self, pcm: bytes) -> None:
-        """Add input PCM16 at `in_rate` (any whole number of samples)."""
-        if len(pcm) % 2:
-            raise ValueError(f"PCM16 input must be whole samples, got {len(pcm)} bytes")
-        if self._stream is None:
-            self._fifo += pcm
-            return
-        out = self._stream.resample_chunk(np.frombuffer(pcm, dtype="<i2"))
-        self._fifo += out.astype("<i2", copy=False).tobytes()
-
-    def pop(self, nbytes: int) -> bytes | None:
-        """Exactly `nbytes` of output PCM16, or None until that much is buffered."""
-        if nbytes <= 0 or nbytes % 2:
-            raise ValueError(f"pop takes a positive whole number of PCM16 samples, got {nbytes} bytes")
-        if len(self._fifo) < nbytes:
-            return None
-        out = bytes(self._fifo[:nbytes])
-        del self._fifo[:nbytes]
-        return out
-
-    def reset(self) -> None:
-        """Forget buffered input and output (after a flush or barge-in, or when a stream restarts)."""
-        self._fifo.clear()
-        if self._stream is not None:
-            self._stream.clear()

@@ -19,6 +19,7 @@ from typing import Any, Final
 
 import numpy as np
 
+from device.audio.formats import BYTES_PER_SAMPLE
 from hw.wavio import write_wav_mono16
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ class _Ring:
         self._filled = 0   # valid samples, up to len(_buf)
 
     def write(self, pcm: bytes, rate: int) -> None:
-        samples = np.frombuffer(pcm, dtype="<i2", count=len(pcm) // 2)
+        samples = np.frombuffer(pcm, dtype="<i2", count=len(pcm) // BYTES_PER_SAMPLE)
         with self._lock:
             if rate != self._rate:
                 if self._rate:

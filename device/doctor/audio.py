@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from device.audio.dsp import DSP_RATE
+from device.audio.formats import DSP_RATE, samples_for
 from device.doctor.core import CheckResult, describe_exception
 from device.doctor.echo import ChirpPlan, EchoMeasurement, analyse, record_echo
 from device.doctor.meter import (
@@ -168,7 +168,7 @@ def measure_mic(backend: AudioBackend, options: AudioOptions, live: LiveLine) ->
             live.note(format_reading(_second_reading(second)))
             second.clear()
 
-    mic = backend.capture(DSP_RATE, DSP_RATE * options.period_ms // 1000)
+    mic = backend.capture(DSP_RATE, samples_for(DSP_RATE, options.period_ms))
     with mic:
         result = run_meter(mic, options.seconds, show)
     live.clear()

@@ -147,13 +147,14 @@ def check_gpio(backend: str, make_controls: Callable[[], Controls]) -> CheckResu
 PROBE_CODE: Final = """
 import json, sys
 def say(**kw): print(json.dumps(kw), flush=True)
-from device.audio.dsp import FRAME_BYTES, make_capture_dsp
+from device.audio.dsp import make_capture_dsp
+from device.audio.formats import DSP_RATE, FRAME_BYTES
 from importlib.metadata import version
 for lib, dist, args in (("aec", "livekit", ("webrtc", 0, 0)), ("noise", "webrtc-noise-gain", ("off", 2, 0))):
     say(step=lib, state="start")
     try:
         dsp = make_capture_dsp(*args)
-        dsp.reference(bytes(FRAME_BYTES), 16000)
+        dsp.reference(bytes(FRAME_BYTES), DSP_RATE)
         dsp.process(bytes(FRAME_BYTES))
         dsp.close()
         say(step=lib, state="ok", version=version(dist))

@@ -30,8 +30,9 @@ from typing import Any, Final
 
 import numpy as np
 
-from device.audio.dsp import DSP_RATE, FRAME_BYTES, make_capture_dsp
-from device.audio.pipeline import PREFILL_PERIODS  # the same prefill as the playback thread: the same queue
+from device.audio.dsp import make_capture_dsp
+from device.audio.formats import BYTES_PER_SAMPLE, DSP_RATE, FRAME_BYTES, samples_for
+from device.audio.playback import PREFILL_PERIODS  # the same prefill as the playback thread: the same queue
 from device.doctor.meter import FULL_SCALE, SILENCE_DBFS, to_dbfs
 from hw.audio import AudioBackend
 
@@ -135,14 +136,14 @@ def record_echo(
     Runs on the calling thread; takes `plan.total_seconds` of real time on real (or paced) devices.
     Raises `DeviceUnavailable` when a device cannot be opened or fails.
     """
-    play_frames = play_rate * period_ms // 1000
-    cap_frames = DSP_RATE * period_ms // 1000
+    play_frames = samples_for(play_rate, period_ms)
+    cap_frames = samples_for(DSP_RATE, period_ms)
     signal = np.clip(np.round(sweep_signal(play_rate, plan)), -32768, 32767).astype("<i2")
     loops = math.ceil(len(signal) / play_frames)
     signal = np.concatenate([signal, np.zeros(loops * play_frames - len(signal), dtype="<i2")])
     played = bytearray()
     captured = bytearray()
-    silence = bytes(play_frames * 2)
+    silence = bytes(play_frames * BYTES_PER_SAMPLE)
     with backend.playback(play_rate, play_frames, buffer_periods) as speaker, \
             backend.capture(DSP_RATE, cap_frames) as mic:
         for _ in range(PREFILL_PERIODS):
@@ -158,7 +159,8 @@ def record_echo(
         speaker.drop()   # the test is over: nothing left to play out
     on_progress(1.0)
     return EchoRecording(bytes(played), play_rate, bytes(captured), DSP_RATE,
-                         PREFILL_PERIODS * play_frames / play_rate, play_frames * 2, cap_frames * 2)
+                         PREFILL_PERIODS * play_frames / play_rate, play_frames * BYTES_PER_SAMPLE,
+                         cap_frames * BYTES_PER_SAMPLE)
 
 
 @dataclass(frozen=True)
@@ -228,7 +230,7 @@ def run_canceller(recording: EchoRecording) -> np.ndarray:
     dsp = make_capture_dsp("webrtc", 0, 0)
     try:
         ref_chunk, cap_chunk = recording.play_chunk_bytes, recording.capture_chunk_bytes
-        prefill = round(recording.prefill_seconds * recording.play_rate) * 2
+        prefill = round(recording.prefill_seconds * recording.play_rate) * BYTES_PER_SAMPLE
         dsp.reference(recording.played[:prefill], recording.play_rate)
         out = bytearray()
         played, captured = recording.played[prefill:], recording.captured

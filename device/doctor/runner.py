@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from device.audio.dsp import DSP_RATE
+from device.audio.formats import DSP_RATE
 from device.doctor import checks, network
 from device.doctor.audio import AudioOptions, run_audio
 from device.doctor.core import (

@@ -19,6 +19,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from device.audio.formats import DEFAULT_SESSION_RATE, SESSION_RATES
 from device.core.events import CallMode
 
 if TYPE_CHECKING:
@@ -28,9 +29,6 @@ DEFAULT_URL: Final = "wss://api.smallest.ai/atoms/v1/agent/connect"
 DEFAULT_CONFIG_FILE: Final = Path("/etc/atoms-appliance/config.toml")
 ENV_PREFIX: Final = "ATOMS_"
 EXIT_CONFIG: Final = 78  # EX_CONFIG from sysexits.h; systemd's RestartPreventExitStatus uses it
-
-SAMPLE_RATES: Final = (8000, 16000, 24000, 48000)
-
 
 class ConfigError(Exception):
     """A setting is missing or invalid. The message is meant for a person and names the fix."""
@@ -50,7 +48,8 @@ class Settings(BaseSettings):
     url: str = Field(DEFAULT_URL, description="the Agent WebSocket connect endpoint (wss:// or ws://)")
     auth: Literal["header", "query"] = Field(
         "header", description="'header' sends Authorization: Bearer; 'query' puts the key in the URL")
-    sample_rate: int = Field(16000, description="audio rate requested from the agent: 8000, 16000, 24000 or 48000 Hz")
+    sample_rate: int = Field(DEFAULT_SESSION_RATE, description="audio rate requested from the agent: "
+                             f"{', '.join(map(str, SESSION_RATES[:-1]))} or {SESSION_RATES[-1]} Hz")
     variables: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description="per-call prompt variables, a JSON object")
     call_mode: CallMode = Field(CallMode.BUTTON, description="button | push_to_talk | always")
@@ -124,8 +123,8 @@ class Settings(BaseSettings):
     @field_validator("sample_rate")
     @classmethod
     def _check_rate(cls, value: int) -> int:
-        if value not in SAMPLE_RATES:
-            raise ValueError("must be one of 8000, 16000, 24000, 48000")
+        if value not in SESSION_RATES:
+            raise ValueError(f"must be one of {', '.join(map(str, SESSION_RATES))}")
         return value
 
     @field_validator("period_ms")

@@ -19,8 +19,8 @@ from typing import Any, Final
 
 from device.audio.buffers import JitterBuffer, UplinkQueue
 from device.audio.dsp import make_capture_dsp
-from device.audio.earcons import earcon_pcm
-from device.audio.pipeline import UPLINK_CHUNK_MS, AudioPipeline
+from device.audio.formats import FRAME_MS, UPLINK_CHUNK_MS, bytes_for_seconds
+from device.audio.pipeline import AudioPipeline
 from device.core import state_machine
 from device.core.events import (
     Action,
@@ -113,7 +113,7 @@ class ApplianceService:
         self.controls = controls or controls_from_settings(settings)
         self.uplink = UplinkQueue(max(1, settings.uplink_queue_ms // UPLINK_CHUNK_MS))
         rate = settings.sample_rate
-        self.jitter = JitterBuffer(int(settings.jitter_buffer_seconds * rate * 2))
+        self.jitter = JitterBuffer(bytes_for_seconds(rate, settings.jitter_buffer_seconds))
         self.recorder: DebugRecorder | None = None
         self.dumper: DebugDumper | None = None
         self.ignored_dump_signals = 0   # SIGUSR1 with recording off (the handler only counts)
@@ -149,7 +149,7 @@ class ApplianceService:
     def _session_event(self, event: Event) -> None:
         if isinstance(event, SessionStarted):
             # Before the first delta of the new session reaches the jitter buffer.
-            self.pipeline.set_session_rate(event.format.rate, event.format.generation)
+            self.pipeline.set_stream_format(event.format)
         self.post(event)
 
     def _transcript(self, role: str, text: str) -> None:
@@ -285,7 +285,7 @@ class ApplianceService:
                 self.controls.show(action.leds)
         elif isinstance(action, PlayEarcon):
             if self.settings.earcons:
-                self.pipeline.play_local(earcon_pcm(action.name, self.pipeline.session_rate))
+                self.pipeline.play_earcon(action.name)
         elif isinstance(action, PersistMute):
             self.persist.save_muted(action.muted)
         elif isinstance(action, StopService):
@@ -325,7 +325,7 @@ class ApplianceService:
             "call_state": s.call.value, "muted": s.muted, "agent_speaking": s.agent_speaking,
             "talking": s.talking, "call_mode": self.config.mode.value,
             "hardware_faults": sorted(s.hardware_faults), "session_id": c.session_id,
-            "call_id": c.call_id, "link": c.state.value, "sample_rate": self.pipeline.session_rate,
+            "call_id": c.call_id, "link": c.state.value, "sample_rate": self.pipeline.stream_format.rate,
             "last_error": s.last_error or c.last_error,
             "leds": {"status": self.leds.status.value, "mute": self.leds.mute,
                      "speaking": self.leds.speaking, "indicator": self.leds.indicator.value},
@@ -333,10 +333,10 @@ class ApplianceService:
         }
 
     def counters(self) -> dict[str, Any]:
-        p, c = self.pipeline.counters, self.session.counters()
+        c = self.session.counters()
         return {
-            "frames_captured": p.frames_captured, "frames_gated": p.frames_gated,
-            "chunks_queued": p.chunks_queued, "chunks_sent": c.chunks_sent,
+            **self.pipeline.counters(),
+            "chunks_sent": c.chunks_sent,
             "uplink_dropped_chunks": self.uplink.dropped_chunks,
             "bytes_up": c.bytes_up, "bytes_down": c.bytes_down,
             "connects": c.connects, "reconnects": c.reconnects, "sessions": c.sessions,
@@ -344,12 +344,8 @@ class ApplianceService:
             "server_errors": c.server_errors, "stale_chunks": c.stale_chunks,
             "outage_recordings_skipped": self.dumper.skipped_outages if self.dumper is not None else 0,
             "malformed": c.malformed,
-            "jitter_overflow_bytes": self.jitter.overflow_bytes, "flushes": p.flushes,
-            "periods_played": p.periods_played, "agent_periods_played": p.agent_periods_played,
+            "jitter_overflow_bytes": self.jitter.overflow_bytes,
             "discarded_agent_bytes": c.discarded_audio_bytes,
-            "capture_overruns": getattr(self.pipeline.capture.device, "overruns", 0),
-            "playback_underruns": getattr(self.pipeline.playback.device, "underruns", 0),
-            "capture_reopens": p.capture_reopens, "playback_reopens": p.playback_reopens,
             "dropped_events": self.dropped_events,
         }
 
@@ -360,8 +356,8 @@ class ApplianceService:
             "uptime_s": round(time.monotonic() - self.started_at, 1),
             "call_state": self.state.call.value,
             "frames_captured": counters["frames_captured"],
-            "frames_sent": counters["chunks_sent"] * (UPLINK_CHUNK_MS // 10),
-            "frames_dropped": counters["uplink_dropped_chunks"] * (UPLINK_CHUNK_MS // 10),
+            "frames_sent": counters["chunks_sent"] * (UPLINK_CHUNK_MS // FRAME_MS),
+            "frames_dropped": counters["uplink_dropped_chunks"] * (UPLINK_CHUNK_MS // FRAME_MS),
             "bytes_up": counters["bytes_up"], "bytes_down": counters["bytes_down"],
             "reconnects": counters["reconnects"], "malformed": counters["malformed"],
             "underruns": counters["playback_underruns"], "overruns": counters["capture_overruns"],

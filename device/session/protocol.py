@@ -16,6 +16,8 @@ from typing import Annotated, Any, Final, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, TypeAdapter, ValidationError, field_validator
 
+from device.audio.formats import SESSION_RATES
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_MESSAGE_BYTES: Final = 1 << 20  # 1 MiB: ~20 s of 24 kHz audio in one delta
@@ -65,8 +67,8 @@ class SessionCreated(_Message):
     @field_validator("sample_rate")
     @classmethod
     def _spec_rate(cls, value: int) -> int:
-        if value not in (8000, 16000, 24000, 48000):
-            raise ValueError("not one of the spec's rates 8000, 16000, 24000, 48000")
+        if value not in SESSION_RATES:
+            raise ValueError(f"not one of the spec's rates {', '.join(map(str, SESSION_RATES))}")
         return value
     channels: int = Field(default=1, ge=1)
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
-from device.sim.options import CONNECT_PATH, DEFAULT_RATE, VALID_RATES, SimOptions
+from device.audio.formats import SESSION_RATES
+from device.sim.options import CONNECT_PATH, DEFAULT_RATE, SimOptions
 
 REDACTED = "***"
 
@@ -81,9 +82,9 @@ def check_request(path: str, authorization: list[str], options: SimOptions) -> R
         try:
             requested = int(raw_rate)
         except ValueError:
-            return Refusal(400, f"sample_rate must be one of {VALID_RATES}")
-        if requested not in VALID_RATES:
-            return Refusal(400, f"sample_rate must be one of {VALID_RATES}")
+            return Refusal(400, f"sample_rate must be one of {SESSION_RATES}")
+        if requested not in SESSION_RATES:
+            return Refusal(400, f"sample_rate must be one of {SESSION_RATES}")
 
     mode = _single(query, "mode") or "webcall"
     if mode not in ("webcall", "chat"):

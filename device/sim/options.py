@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 CONNECT_PATH: Final = "/atoms/v1/agent/connect"
-VALID_RATES: Final = (8000, 16000, 24000, 48000)
 DEFAULT_RATE: Final = 24000
 DEFAULT_REPLY: Final = "Hello, this is the Atoms simulator. How can I help you today?"
 TtsEngine = Literal["auto", "espeak", "tone"]

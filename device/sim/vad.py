@@ -12,6 +12,8 @@ from typing import Final, Literal
 
 import numpy as np
 
+from device.audio.formats import BYTES_PER_SAMPLE
+
 FRAME_MS: Final = 20
 _FULL_SCALE: Final = 32768.0
 
@@ -57,7 +59,7 @@ class EnergyVad:
     def feed(self, pcm: bytes) -> list[VadEvent]:
         """Classify the whole frames now available; returns the events they produced, in order."""
         self._pending += pcm
-        frame_bytes = self._frame_samples * 2
+        frame_bytes = self._frame_samples * BYTES_PER_SAMPLE
         n = len(self._pending) // frame_bytes
         if n == 0:
             return []

@@ -14,7 +14,8 @@ from xml.etree import ElementTree
 import numpy as np
 import pytest
 
-from device.audio.dsp import FRAME_BYTES, make_capture_dsp, reference_frame_bytes
+from device.audio.dsp import make_capture_dsp, reference_frame_bytes
+from device.audio.formats import FRAME_BYTES
 from tools.signals import (
     AEC_SCENE_ECHO_GAIN_DB,
     AEC_SCENE_NOISE_DBFS,

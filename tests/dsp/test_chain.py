@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import soxr
 
-from device.audio.dsp import FRAME_BYTES, CaptureDsp, Resampler, make_capture_dsp
+from device.audio.dsp import CaptureDsp, make_capture_dsp
+from device.audio.formats import FRAME_BYTES
+from device.audio.resampler import Resampler
 from tools.signals import white_noise
 
 

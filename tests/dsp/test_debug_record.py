@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device.audio.dsp import FRAME_BYTES, make_capture_dsp
+from device.audio.dsp import make_capture_dsp
+from device.audio.formats import FRAME_BYTES
 from device.diagnostics.recorder import DebugRecorder
 from tools.signals import ramp, read_wav
 

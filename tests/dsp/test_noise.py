@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from device.audio.dsp import FRAME_BYTES, make_capture_dsp
+from device.audio.dsp import make_capture_dsp
+from device.audio.formats import FRAME_BYTES
 from tools.signals import (
     active_frames,
     frame_powers,

@@ -84,7 +84,7 @@ def test_push_to_talk_sends_only_while_held_and_commits_on_release(start_sim, ru
     svc = run_service(sim.url, backend=talking_mic(), call_mode="push_to_talk")
     assert svc.wait_state(call="in_call")
     p = svc.service.pipeline
-    assert wait_until(lambda: p.counters.frames_gated > 50, 10)
+    assert wait_until(lambda: p.counters()["frames_gated"] > 50, 10)
     assert sim.audio_bytes_received == 0  # connected, but nothing leaves before the press
     svc.controls.press(ButtonName.CALL)
     assert svc.wait_state(talking=True)
@@ -95,15 +95,15 @@ def test_push_to_talk_sends_only_while_held_and_commits_on_release(start_sim, ru
     assert svc.wait_state(agent_speaking=True, timeout=15)
     assert sim.audio_bytes_received == commit["audio_bytes"]  # not one byte after the commit
     # A press while the agent talks silences it at once (local barge-in) ...
-    played_before = p.counters.agent_periods_played
+    played_before = p.counters()["agent_periods_played"]
     p.flushed_event.clear()
     svc.controls.press(ButtonName.CALL)
     assert p.flushed_event.wait(2)
-    flushed_at = p.counters.agent_periods_played
+    flushed_at = p.counters()["agent_periods_played"]
     assert flushed_at >= played_before
-    frames = p.counters.frames_captured
-    assert wait_until(lambda: p.counters.frames_captured > frames + 50, 10)  # hold for 0.5 s more
-    assert p.counters.agent_periods_played <= flushed_at + 1  # ... and stays silent while held
+    frames = p.counters()["frames_captured"]
+    assert wait_until(lambda: p.counters()["frames_captured"] > frames + 50, 10)  # hold for 0.5 s more
+    assert p.counters()["agent_periods_played"] <= flushed_at + 1  # ... and stays silent while held
     svc.controls.release(ButtonName.CALL)
     assert sim.wait_for_event("commit", 5, count=2)
     svc.stop()
@@ -121,8 +121,8 @@ def test_mute_holds_across_reconnect_and_restart(start_sim, run_service, tmp_pat
     first_session = dict(sim.audio_bytes_by_session)
     assert sim.wait_for_event("created", 10, count=2)  # the drop, then a new session
     assert svc.wait_state(call="in_call", muted=True)
-    frames = svc.service.pipeline.counters.frames_captured
-    assert wait_until(lambda: svc.service.pipeline.counters.frames_captured > frames + 100, 10)
+    frames = svc.service.pipeline.counters()["frames_captured"]
+    assert wait_until(lambda: svc.service.pipeline.counters()["frames_captured"] > frames + 100, 10)
     second = [k for k in sim.audio_bytes_by_session if k not in first_session]
     assert all(sim.audio_bytes_by_session[k] == 0 for k in second)
     assert svc.controls.pin("mute_led").state > 0
@@ -132,8 +132,8 @@ def test_mute_holds_across_reconnect_and_restart(start_sim, run_service, tmp_pat
     assert again.wait_state(call="in_call", muted=True)
     assert wait_until(lambda: again.controls.pin("mute_led").state > 0, 10)
     bytes_before = sim.audio_bytes_received
-    frames = again.service.pipeline.counters.frames_captured
-    assert wait_until(lambda: again.service.pipeline.counters.frames_captured > frames + 100, 10)
+    frames = again.service.pipeline.counters()["frames_captured"]
+    assert wait_until(lambda: again.service.pipeline.counters()["frames_captured"] > frames + 100, 10)
     assert sim.audio_bytes_received == bytes_before
     again.controls.press(ButtonName.MUTE)
     again.controls.release(ButtonName.MUTE)

@@ -75,11 +75,11 @@ def test_ctl_dump_audio_writes_exactly_what_was_fed(start_sim, run_service, tmp_
     mic = ramp(1, 8000)   # 0.5 s
     svc, _ = recording_service(start_sim, run_service, tmp_path, mic)
     pipeline = svc.service.pipeline
-    assert wait_until(lambda: pipeline.counters.frames_captured * 160 >= len(mic) + 1600, 10)
+    assert wait_until(lambda: pipeline.counters()["frames_captured"] * 160 >= len(mic) + 1600, 10)
     tone = ramp(20000, 4000)   # 25 periods of 10 ms through the speaker, so into the reference
-    before = pipeline.counters.periods_played
-    pipeline.play_local(tone.tobytes())
-    assert wait_until(lambda: pipeline.counters.periods_played >= before + 27, 10)
+    before = pipeline.counters()["periods_played"]
+    assert pipeline.play_local(tone.tobytes(), RATE)
+    assert wait_until(lambda: pipeline.counters()["periods_played"] >= before + 27, 10)
 
     reply = send_command(svc.service.settings.control_socket, "dump_audio")
 
@@ -104,11 +104,12 @@ def test_ctl_dump_audio_writes_exactly_what_was_fed(start_sim, run_service, tmp_
 def test_a_lost_device_is_recorded_once_per_outage(start_sim, run_service, tmp_path: Path) -> None:
     mic = ramp(1, 24000)   # 1.5 s
     svc, backend = recording_service(start_sim, run_service, tmp_path, mic)
-    service, counters = svc.service, svc.service.pipeline.counters
+    service, pipeline = svc.service, svc.service.pipeline
     dumper = service.dumper
     assert dumper is not None
     dumper.outage_interval = 0.0   # the rate limit has its own test below
-    assert wait_until(lambda: counters.frames_captured * 160 >= 1.2 * RATE, 10)   # over MIN_OUTAGE_SECONDS
+    # Over MIN_OUTAGE_SECONDS of mic recorded.
+    assert wait_until(lambda: pipeline.counters()["frames_captured"] * 160 >= 1.2 * RATE, 10)
 
     backend.capture_plug.unplug()
     assert wait_until(lambda: dumper.dumps == 1, 10)

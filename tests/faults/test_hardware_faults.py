@@ -78,8 +78,8 @@ def test_device_vanishes_and_comes_back(device: str, start_sim: SimFactory, run_
         stopped_at = sim.audio_bytes_received
         assert not sim.wait_for(lambda: sim.audio_bytes_received > stopped_at + CHUNK, 0.3)
     else:
-        played = p.counters.periods_played
-        assert not wait_until(lambda: p.counters.periods_played > played + 1, 0.3)
+        played = p.counters()["periods_played"]
+        assert not wait_until(lambda: p.counters()["periods_played"] > played + 1, 0.3)
     # Keep it away long enough for the reopen backoff to grow in the full form (0.5 s doubling).
     assert not wait_until(lambda: not svc.service.pipeline.alive, pick(0.2, 3.0))
     replugged = time.time()
@@ -91,16 +91,16 @@ def test_device_vanishes_and_comes_back(device: str, start_sim: SimFactory, run_
         recovery = time.time() - replugged
         assert sim.wait_for(lambda: sim.audio_bytes_received > before + 10 * CHUNK, 3)
     else:
-        before = p.counters.periods_played
-        assert wait_until(lambda: p.counters.periods_played > before, 8, interval=0.005)
+        before = p.counters()["periods_played"]
+        assert wait_until(lambda: p.counters()["periods_played"] > before, 8, interval=0.005)
         recovery = time.time() - replugged
-        assert wait_until(lambda: p.counters.periods_played > before + 10, 3)
+        assert wait_until(lambda: p.counters()["periods_played"] > before + 10, 3)
     assert wait_until(lambda: faults(svc) == [], 2), svc.service.status()
     status = svc.service.status()
     assert status["call_state"] == "in_call" and status["leds"]["status"] == "on"
     assert svc.service.leds.status == StatusPattern.ON
     assert p.alive and svc.service.session.alive
-    reopens = p.counters.capture_reopens if device == "capture" else p.counters.playback_reopens
+    reopens = p.counters()["capture_reopens"] if device == "capture" else p.counters()["playback_reopens"]
     assert reopens == 2  # the first open and one reopen
     svc.stop()
     record_fault(f"{device}_lost", recovery, outage_s=round(replugged - unplugged, 1))
@@ -135,7 +135,7 @@ def test_playback_underruns_under_cpu_starvation(start_sim: SimFactory, run_serv
                       call_mode="always")
     assert svc.wait_state(call="in_call")
     p = svc.service.pipeline
-    assert wait_until(lambda: p.counters.agent_periods_played > 20, 10)  # the agent is talking
+    assert wait_until(lambda: p.counters()["agent_periods_played"] > 20, 10)  # the agent is talking
     device = p.playback.device
     assert device is not None
     before = device.underruns
@@ -144,10 +144,10 @@ def test_playback_underruns_under_cpu_starvation(start_sim: SimFactory, run_serv
     load.join(30)
     assert not load.is_alive()
     ended = time.time()
-    played = p.counters.periods_played
-    assert wait_until(lambda: p.counters.periods_played > played, 5, interval=0.005)
+    played = p.counters()["periods_played"]
+    assert wait_until(lambda: p.counters()["periods_played"] > played, 5, interval=0.005)
     recovery = time.time() - ended
-    assert wait_until(lambda: p.counters.periods_played > played + 50, 5)  # and 0.5 s of audio after it
+    assert wait_until(lambda: p.counters()["periods_played"] > played + 50, 5)  # and 0.5 s of audio after it
     underruns = device.underruns - before
     assert underruns > 0, "a starved speaker must count its underruns"
     assert p.playback.device is device  # no reopen: an underrun is not a hardware fault

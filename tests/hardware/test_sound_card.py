@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from device.audio.dsp import DSP_RATE
+from device.audio.formats import DSP_RATE
 from device.doctor.echo import ChirpPlan, analyse, record_echo
 from hw.alsa import AlsaAudioBackend
 

@@ -1,4 +1,4 @@
-"""`atoms-appliance` (also `python -m device`): run, demo, sim, ctl, config, devices, doctor."""
+"""`atoms-appliance` (also `python -m device`): run, demo, sim, ctl, conversation, config, devices, doctor."""
 from __future__ import annotations
 
 import argparse
@@ -6,6 +6,7 @@ import faulthandler
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +58,21 @@ def cmd_ctl(args: argparse.Namespace) -> int:
     from device.service.control import send_command
 
     socket_path = Path(args.socket) if args.socket else _load(args).control_socket
+    if args.command == "watch":
+        return _watch(socket_path, args)
+    fields: dict[str, Any] = {}
+    if args.command == "say":
+        if not args.text:
+            print('ctl say needs the text: atoms-appliance ctl say "Hello"', file=sys.stderr)
+            return 2
+        fields["text"] = " ".join(args.text)
+    elif args.command == "volume" and len(args.text) == 1:
+        fields["level"] = args.text[0]
+    elif args.text:
+        print(f"ctl {args.command} takes no further arguments", file=sys.stderr)
+        return 2
     try:
-        reply = send_command(socket_path, args.command.replace("-", "_"))
+        reply = send_command(socket_path, args.command.replace("-", "_"), **fields)
     except OSError as exc:
         print(f"cannot reach the service at {socket_path}: {exc}", file=sys.stderr)
         return 1
@@ -67,6 +81,33 @@ def cmd_ctl(args: argparse.Namespace) -> int:
     else:
         print(format_status(reply["status"]))
     return 0 if reply.get("ok") else 1
+
+
+def _watch(socket_path: Path, args: argparse.Namespace) -> int:
+    from device.service.control import watch
+
+    try:
+        for item in watch(socket_path, levels=args.levels):
+            if args.json:
+                print(json.dumps(item), flush=True)
+            elif "snapshot" in item:
+                print(format_status(item["snapshot"]), flush=True)
+            elif not item.get("ok", True):
+                print(item.get("error"), file=sys.stderr)
+                return 1
+            else:
+                print(format_event(item), flush=True)
+    except OSError as exc:
+        print(f"cannot reach the service at {socket_path}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def format_event(event: dict[str, Any]) -> str:
+    """One stream event for people: time, type, then its fields."""
+    stamp = time.strftime("%H:%M:%S", time.localtime(event.get("t", 0)))
+    fields = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("v", "seq", "t", "type"))
+    return f"{stamp} {event.get('type')} {fields}".rstrip()
 
 
 def format_status(status: dict[str, Any]) -> str:
@@ -89,6 +130,37 @@ def _human(value: Any) -> str:
     if isinstance(value, dict):
         return ", ".join(f"{k}={v}" for k, v in value.items())
     return str(value)
+
+
+def cmd_conversation(args: argparse.Namespace) -> int:
+    from device.service.call_records import load_last_call_id
+    from device.session.conversation import (
+        ConversationError,
+        ConversationSource,
+        fetch_conversation,
+        format_transcript,
+    )
+
+    settings = _load(args)
+    if settings.api_key is None or not settings.api_key.get_secret_value().strip():
+        raise ConfigError("config error: ATOMS_API_KEY (config.toml: api_key) is not set; fix: set it in the "
+                          "systemd credential atoms_api_key or ATOMS_API_KEY")
+    call_id = args.call_id
+    if call_id == "last":
+        call_id = load_last_call_id(settings.state_dir)
+        if call_id is None:
+            print(f"no call yet: {settings.state_dir}/last_call.json is missing (the service writes it "
+                  "when a call starts)", file=sys.stderr)
+            return 1
+    source = ConversationSource(url=settings.url, api_key=settings.api_key.get_secret_value(),
+                                auth=settings.auth)
+    try:
+        record = fetch_conversation(source, call_id)
+    except ConversationError as exc:
+        print(f"cannot fetch the conversation of {call_id}: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(record, indent=2) if args.json else f"call {call_id}\n{format_transcript(record)}")
+    return 0
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -134,12 +206,28 @@ def build_parser() -> argparse.ArgumentParser:
         "counters. dump-audio: write the debug recording (the last seconds of raw mic, processed mic "
         "and speaker reference) into ATOMS_DEBUG_RECORD_DIR now and print the files and their "
         "lengths; fails if that setting is unset (SIGUSR1 to the service does the same). Exit "
-        "status 1 when the service refuses or cannot be reached.")
+        "status 1 when the service refuses or cannot be reached. say TEXT: send typed text to the "
+        "agent (input_text.send) during a call; an error outside one. volume [N|+N|-N]: the speaker "
+        "level in percent, or set/change it (a short tone at the new level confirms). watch: the live event "
+        "stream (call state, mute, volume, transcripts, calls started and ended...; docs/control-api.md) "
+        "until the service stops or Ctrl-C.")
     ctl.add_argument("command", choices=["call", "hangup", "mute", "unmute", "talk-start", "talk-stop", "status",
-                                         "dump-audio"])
+                                         "dump-audio", "say", "volume", "watch"])
+    ctl.add_argument("text", nargs="*", help="say: the text (several words are joined with spaces); "
+                     "volume: N (0-100), +N or -N (none: print the level)")
     ctl.add_argument("--socket", help="control socket path (default from settings)")
-    ctl.add_argument("--json", action="store_true", help="machine-readable status")
+    ctl.add_argument("--json", action="store_true", help="machine-readable status (watch: the raw lines)")
+    ctl.add_argument("--levels", action="store_true",
+                     help="watch: also the mic and speaker levels, ~10 a second")
     ctl.add_argument("--config", type=Path)
+    conv = sub.add_parser(
+        "conversation", help="print a call's transcript from the Atoms conversation log",
+        description="Fetch GET /atoms/v1/conversation/{callId} from the host of ATOMS_URL (https; http "
+        "for a ws:// simulator) with the service's key and print the transcript. CALL_ID 'last' (the "
+        "default) is the last call the service started, kept in $ATOMS_STATE_DIR/last_call.json.")
+    conv.add_argument("call_id", nargs="?", default="last", metavar="CALL_ID|last")
+    conv.add_argument("--json", action="store_true", help="the record as it came, JSON")
+    conv.add_argument("--config", type=Path)
     cfg = sub.add_parser("config", help="print the effective settings (secrets redacted)")
     cfg.add_argument("--config", type=Path)
     sub.add_parser("devices", help="list ALSA cards and PCMs, marking which suit the mic and the speaker")
@@ -158,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "sim":
         return cmd_sim(argparse.Namespace(), argv[1:])
     args = build_parser().parse_args(argv)
-    handlers = {"run": cmd_run, "demo": cmd_demo, "ctl": cmd_ctl, "config": cmd_config,
+    handlers = {"run": cmd_run, "demo": cmd_demo, "ctl": cmd_ctl, "conversation": cmd_conversation,
+                "config": cmd_config,
                 "devices": cmd_devices, "doctor": cmd_doctor}
     try:
         return handlers[args.command_name](args)

@@ -26,7 +26,7 @@ from typing import Any, Final, Protocol
 import alsaaudio
 
 from hw.alsa_devices import CardInfo, DeviceListing, PcmInfo, format_device_listing, list_devices
-from hw.audio import BYTES_PER_FRAME, AudioBackend, AudioCapture, AudioFormat, AudioPlayback
+from hw.audio import BYTES_PER_FRAME, AudioBackend, AudioCapture, AudioFormat, AudioPlayback, VolumeControl
 from hw.errors import DeviceUnavailable
 from hw.settings import AlsaSettings
 
@@ -349,6 +349,80 @@ class AlsaPlayback(_AlsaDevice, AudioPlayback):
             raise translate_alsa_error(exc, self.device, "dropping queued audio") from exc
 
 
+class AlsaMixer(Protocol):
+    """The part of `alsaaudio.Mixer` we use (tests inject a recording stand-in)."""
+
+    def getrange(self, pcmtype: int = ..., units: int = ...) -> list[int]: ...
+
+    def setvolume(self, volume: int, pcmtype: int = ..., units: int = ...,
+                  channel: int | None = ...) -> None: ...
+
+    def getvolume(self, pcmtype: int = ..., units: int = ...) -> list[int]: ...
+
+    def setmute(self, mute: bool, channel: int | None = ...) -> None: ...
+
+    def switchcap(self) -> list[str]: ...
+
+    def close(self) -> None: ...
+
+
+MixerFactory = Callable[..., AlsaMixer]
+
+
+class AlsaVolumeControl(VolumeControl):
+    """A playback mixer control through `alsaaudio.Mixer`, set in dB (ALSA's unit: 1/100 dB).
+
+    Opened in `__init__` (a missing card or control raises `DeviceUnavailable` at once). `set_db`
+    is relative to the control's maximum; below its range (or -inf) it goes to the minimum and,
+    when the control has a playback switch, mutes it. One thread at a time (the volume's owner).
+    """
+
+    name = "alsa"
+
+    def __init__(self, control: str, device: str = "default",
+                 mixer_factory: MixerFactory = alsaaudio.Mixer) -> None:
+        self.control = control
+        self.device = device
+        self.where = f"mixer {control!r} on {device}"
+        self._mixer: AlsaMixer | None = None
+        try:
+            self._mixer = mixer_factory(control=control, device=device)
+            low, high = self._mixer.getrange(alsaaudio.PCM_PLAYBACK, alsaaudio.VOLUME_UNITS_DB)
+            self._can_mute = "Playback Mute" in self._mixer.switchcap() or "Mute" in self._mixer.switchcap()
+        except alsaaudio.ALSAAudioError as exc:
+            self.close()
+            raise translate_alsa_error(exc, self.where, "opening the mixer control") from exc
+        self.min_db, self.max_db = low / 100, high / 100
+        self.muted = False
+        log.info("%s: %.1f to %.1f dB%s", self.where, self.min_db, self.max_db,
+                 ", with a mute switch" if self._can_mute else "")
+
+    def set_db(self, db: float) -> float:
+        mixer = self._mixer
+        if mixer is None:
+            raise DeviceUnavailable(self.where, "closed")
+        target = self.max_db + db
+        silent = db == -math.inf or target < self.min_db
+        target = max(self.min_db, min(self.max_db, target)) if not silent else self.min_db
+        try:
+            mixer.setvolume(round(target * 100), alsaaudio.PCM_PLAYBACK, alsaaudio.VOLUME_UNITS_DB)
+            if self._can_mute and silent != self.muted:
+                mixer.setmute(silent)
+                self.muted = silent
+            actual = mixer.getvolume(alsaaudio.PCM_PLAYBACK, alsaaudio.VOLUME_UNITS_DB)
+        except alsaaudio.ALSAAudioError as exc:
+            raise translate_alsa_error(exc, self.where, "setting the volume") from exc
+        return (sum(actual) / len(actual) / 100 if actual else target) - self.max_db
+
+    def close(self) -> None:
+        mixer, self._mixer = getattr(self, "_mixer", None), None
+        if mixer is not None:
+            try:
+                mixer.close()
+            except alsaaudio.ALSAAudioError as exc:
+                log.debug("closing %s: %s", self.where, exc)
+
+
 class AlsaAudioBackend(AudioBackend):
     """Makes ALSA capture and playback devices by PCM name (`default`, `plughw:CARD=x,DEV=0`...).
 
@@ -398,3 +472,6 @@ class AlsaAudioBackend(AudioBackend):
             self.playback_device, sample_rate, period_frames, self._hw_period(sample_rate),
             buffer_periods or self.buffer_periods, self.pcm_factory,
         )
+
+    def volume_control(self, control: str, device: str = "default") -> AlsaVolumeControl:
+        return AlsaVolumeControl(control, device)

@@ -12,6 +12,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+from hw.errors import DeviceUnavailable
+
 BYTES_PER_FRAME = 2
 
 
@@ -99,6 +101,26 @@ class AudioPlayback(ABC):
         self.close()
 
 
+class VolumeControl(ABC):
+    """A hardware output level: a mixer control of the sound card, for cards that have one.
+
+    An implementation must provide:
+    - `set_db(db)`: set the level to `db` dB relative to the control's maximum (<= 0; `-inf` or
+      below the control's range: as quiet as it goes, muted when the control has a switch).
+      Returns the dB actually set (controls move in steps). Raises `DeviceUnavailable`.
+    - `close()`: idempotent.
+    Called from the thread that changes the volume (the service's main thread), one at a time.
+    """
+
+    name: str = "abstract"
+
+    @abstractmethod
+    def set_db(self, db: float) -> float: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
 class AudioBackend(ABC):
     """Makes capture and playback devices at the rates the pipeline asks for.
 
@@ -124,3 +146,10 @@ class AudioBackend(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+    def volume_control(self, control: str, device: str = "default") -> VolumeControl:
+        """The hardware mixer control `control` (e.g. "PCM", "Speaker") of `device`.
+
+        Raises `DeviceUnavailable` when there is none (the default: a backend without mixers)."""
+        raise DeviceUnavailable(f"{self.name}:{device}",
+                                f"no hardware mixer control {control!r} in this backend")

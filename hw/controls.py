@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 class ButtonName(StrEnum):
     CALL = "call"   # call / talk button
     MUTE = "mute"
+    # Volume: optional buttons, and a rotary encoder reports each detent as a press of one.
+    VOLUME_UP = "volume_up"
+    VOLUME_DOWN = "volume_down"
 
 
 class StatusPattern(StrEnum):

@@ -21,7 +21,7 @@ from typing import Final, Literal
 import numpy as np
 import soxr
 
-from hw.audio import BYTES_PER_FRAME, AudioBackend, AudioCapture, AudioFormat, AudioPlayback
+from hw.audio import BYTES_PER_FRAME, AudioBackend, AudioCapture, AudioFormat, AudioPlayback, VolumeControl
 from hw.clock import Clock, RealClock, UnpacedClock
 from hw.errors import DeviceUnavailable
 from hw.settings import FakeAudioSettings
@@ -298,6 +298,40 @@ class FakePlayback(AudioPlayback):
         _join_clock(self._clock, self, False)
 
 
+class FakeVolumeControl(VolumeControl):
+    """A hardware mixer stand-in: scales what the fake speaker puts into the room and the
+    recording, after the pipeline's reference tap, as a sound card's mixer does. Any thread reads
+    `gain`; one thread sets it. `history` lists every dB set (for tests)."""
+
+    name = "fake"
+
+    def __init__(self, control: str, min_db: float = -60.0) -> None:
+        self.control = control
+        self.min_db = min_db
+        self.gain = 1.0
+        self.db = 0.0
+        self.history: list[float] = []
+        self.closed = False
+
+    def set_db(self, db: float) -> float:
+        if self.closed:
+            raise DeviceUnavailable(f"fake mixer {self.control!r}", "closed")
+        self.db = max(self.min_db, min(0.0, db)) if db != float("-inf") else float("-inf")
+        self.gain = 0.0 if self.db == float("-inf") or db < self.min_db else float(10 ** (self.db / 20))
+        self.history.append(self.db)
+        return self.db
+
+    def apply(self, pcm: bytes) -> bytes:
+        gain = self.gain
+        if gain == 1.0:
+            return pcm
+        scaled = np.frombuffer(pcm, "<i2").astype(np.float32) * gain
+        return np.clip(np.round(scaled), -32768, 32767).astype("<i2").tobytes()
+
+    def close(self) -> None:
+        self.closed = True
+
+
 class FakeAudioBackend(AudioBackend):
     """The fake audio pair (mic + speaker) sharing one optional room. Controls for tests included.
 
@@ -341,6 +375,7 @@ class FakeAudioBackend(AudioBackend):
         self._speaker_log: deque[SpeakerOp] = deque(maxlen=SPEAKER_LOG_OPS)
         self._speaker_ops = 0    # ops ever logged: the `seq` of the next one
         self._speaker_changed = threading.Condition()
+        self.mixer: FakeVolumeControl | None = None  # made by volume_control()
 
     @classmethod
     def from_settings(cls, settings: FakeAudioSettings) -> FakeAudioBackend:
@@ -425,6 +460,10 @@ class FakeAudioBackend(AudioBackend):
     def playback(self, sample_rate: int, period_frames: int, buffer_periods: int = 4) -> AudioPlayback:
         return FakePlayback(self, sample_rate, period_frames, buffer_periods)
 
+    def volume_control(self, control: str, device: str = "default") -> VolumeControl:
+        self.mixer = FakeVolumeControl(control)
+        return self.mixer
+
     # -- used by the fake devices ---------------------------------------------------------------
     def note_capture_open(self, capture: FakeCapture) -> None:
         with self._lock:
@@ -491,11 +530,13 @@ class FakeAudioBackend(AudioBackend):
 
     def speaker_queued(self, pcm: bytes, rate: int) -> None:
         if self.room is not None:
-            self.room.speaker_played(pcm, rate)
+            self.room.speaker_played(self.mixer.apply(pcm) if self.mixer is not None else pcm, rate)
 
     def record_played(self, pcm: bytes, rate: int) -> None:
         if not pcm:
             return
+        if self.mixer is not None:
+            pcm = self.mixer.apply(pcm)
         with self._lock:
             if self.playback_file and (self._recorder is None or self._record_rate != rate):
                 if self._recorder is not None:

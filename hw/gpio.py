@@ -24,6 +24,11 @@ What a person sees (`LedState` -> pins):
 `LedState.indicator` (the one condition a single-LED device would show) is not used here: this
 board has a separate LED for each field.
 
+Volume (all optional, off by default): two buttons (`volume_up_pin`, `volume_down_pin`, wired
+like the others) and/or a rotary encoder (`encoder_a_pin`, `encoder_b_pin`: its A and B contacts
+to those pins, C to ground; gpiozero's `RotaryEncoder`), each detent clockwise reported as a press
+of VOLUME_UP, counter-clockwise as VOLUME_DOWN.
+
 Threads: gpiozero calls the button callbacks on its own threads (the pin factory's edge thread,
 and each Button's hold thread for `when_held`); they only call `on_event`. Blinking and pulsing
 run on gpiozero's own background threads, stopped and joined by the next `show` or by `close`.
@@ -36,7 +41,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Final, Self, TypeVar
 
-from gpiozero import LED, PWMLED, Button, Device
+from gpiozero import LED, PWMLED, Button, Device, RotaryEncoder
 from gpiozero.exc import GPIOZeroError, PinPWMUnsupported
 from gpiozero.pins import Factory
 from gpiozero.pins.mock import MockFactory, MockPin, MockPWMPin
@@ -113,10 +118,15 @@ class GpioControls(Controls):
         hold_seconds: float = 2.0,
         active_high_leds: bool = True,
         pin_factory: Factory | None = None,
+        volume_up_pin: int | None = None,
+        volume_down_pin: int | None = None,
+        encoder_a_pin: int | None = None,
+        encoder_b_pin: int | None = None,
     ) -> None:
         # Everything close() touches exists before the first pin is claimed (safe half-way).
         self._on_event: EventSink | None = None
         self._buttons: list[Button] = []
+        self._encoder: RotaryEncoder | None = None
         self._status: LED | None = None
         self._mute: LED | None = None
         self._speaking: LED | PWMLED | None = None
@@ -127,9 +137,13 @@ class GpioControls(Controls):
         self._bounce = bounce_ms / 1000 if bounce_ms > 0 else None
         self._hold_seconds = hold_seconds
         try:
-            for name, pin in ((ButtonName.CALL, call_pin), (ButtonName.MUTE, mute_pin)):
+            buttons = ((ButtonName.CALL, call_pin), (ButtonName.MUTE, mute_pin),
+                       (ButtonName.VOLUME_UP, volume_up_pin), (ButtonName.VOLUME_DOWN, volume_down_pin))
+            for name, pin in buttons:
                 if pin is not None:
                     self._buttons.append(self._button(name, pin))
+            if encoder_a_pin is not None and encoder_b_pin is not None:
+                self._encoder = self._rotary(encoder_a_pin, encoder_b_pin)
             if status_led_pin is not None:
                 self._status = self._led("status_led", status_led_pin, active_high_leds)
             if mute_led_pin is not None:
@@ -149,7 +163,9 @@ class GpioControls(Controls):
         return cls(call_pin=settings.call_pin, mute_pin=settings.mute_pin,
                    status_led_pin=settings.status_led_pin, mute_led_pin=settings.mute_led_pin,
                    speaking_led_pin=settings.speaking_led_pin, bounce_ms=settings.button_bounce_ms,
-                   hold_seconds=settings.long_press_seconds)
+                   hold_seconds=settings.long_press_seconds, volume_up_pin=settings.volume_up_pin,
+                   volume_down_pin=settings.volume_down_pin, encoder_a_pin=settings.volume_encoder_a_pin,
+                   encoder_b_pin=settings.volume_encoder_b_pin)
 
     # -- construction ----------------------------------------------------------------------------
     def _button(self, name: ButtonName, pin: int) -> Button:
@@ -162,6 +178,14 @@ class GpioControls(Controls):
         button.when_released = self._emitter(ButtonReleased(name))
         button.when_held = self._emitter(ButtonHeld(name))
         return button
+
+    def _rotary(self, a: int, b: int) -> RotaryEncoder:
+        encoder = _claim("volume encoder", a, lambda: RotaryEncoder(
+            a, b, bounce_time=self._bounce, pin_factory=self.factory))
+        self.pins["encoder_a"], self.pins["encoder_b"] = a, b
+        encoder.when_rotated_clockwise = self._emitter(ButtonPressed(ButtonName.VOLUME_UP))
+        encoder.when_rotated_counter_clockwise = self._emitter(ButtonPressed(ButtonName.VOLUME_DOWN))
+        return encoder
 
     def _led(self, part: str, pin: int, active_high: bool) -> LED:
         led = _claim(part.replace("_", " "), pin, lambda: LED(
@@ -252,6 +276,10 @@ class GpioControls(Controls):
                 inactive.set()
             self._close_device(button)
         self._buttons.clear()
+        if self._encoder is not None:
+            self._encoder.when_rotated_clockwise = self._encoder.when_rotated_counter_clockwise = None
+            self._close_device(self._encoder)
+            self._encoder = None
         for led in (self._status, self._mute, self._speaking):
             if led is not None:
                 self._close_device(led, turn_off=True)
@@ -259,10 +287,10 @@ class GpioControls(Controls):
         log.debug("GPIO controls closed: %s released", self.pins)
 
     @staticmethod
-    def _close_device(device: Button | LED | PWMLED, turn_off: bool = False) -> None:
+    def _close_device(device: Button | LED | PWMLED | RotaryEncoder, turn_off: bool = False) -> None:
         # Keep closing the rest when one part fails: close() must leave nothing claimed.
         try:
-            if turn_off:
+            if turn_off and isinstance(device, (LED, PWMLED)):
                 device.source = None
                 device.off()  # a closed pin keeps its level on some factories: go dark first
             device.close()
@@ -317,7 +345,8 @@ class MockGpioControls(GpioControls):
         super().__init__(pin_factory=factory, **options)
 
     def pin(self, part: str) -> MockPin:
-        """The mock pin of a part: "call", "mute", "status_led", "mute_led" or "speaking_led"."""
+        """The mock pin of a part: "call", "mute", "volume_up", "volume_down", "encoder_a",
+        "encoder_b", "status_led", "mute_led" or "speaking_led"."""
         pin: MockPin = self.factory.pin(self.pins[part])
         return pin
 

@@ -8,6 +8,8 @@ Keys (case-insensitive):
 | `t`         | call: pressed; the next `t` (or `c`) released        | holding the button (push to talk) |
 | `h`         | call: pressed, held, released                        | a long press (ends the call)  |
 | `m`         | mute: pressed, released                              | the mute button               |
+| `+`, `=`    | volume up: pressed, released                         | the volume-up button (or a detent) |
+| `-`         | volume down: pressed, released                       | the volume-down button        |
 | `?`         | (prints this help)                                   |                               |
 
 A terminal reports no key-up, so a short press is a press and a release at once, and a hold is a
@@ -49,7 +51,8 @@ from hw.controls import (
 
 log = logging.getLogger(__name__)
 
-HELP: Final = "keys: c/space = call, t = talk (hold on/off), h = long press, m = mute, ? = help"
+HELP: Final = ("keys: c/space = call, t = talk (hold on/off), h = long press, m = mute, "
+               "+/- = volume, ? = help")
 POLL_SECONDS: Final = 1.0  # backstop only: stop() wakes the reader through a pipe
 
 _RESET: Final = "\x1b[0m"
@@ -229,6 +232,9 @@ class KeyboardControls(Controls):
             self._talking = False
         elif key == "m":
             events = [ButtonPressed(ButtonName.MUTE), ButtonReleased(ButtonName.MUTE)]
+        elif key in ("+", "=", "-"):
+            button = ButtonName.VOLUME_DOWN if key == "-" else ButtonName.VOLUME_UP
+            events = [ButtonPressed(button), ButtonReleased(button)]
         elif key == "?":
             self._write_above(HELP)
             return

@@ -79,6 +79,18 @@ class GpioSettings(Protocol):
     @property
     def long_press_seconds(self) -> float: ...
 
+    @property
+    def volume_up_pin(self) -> int | None: ...
+
+    @property
+    def volume_down_pin(self) -> int | None: ...
+
+    @property
+    def volume_encoder_a_pin(self) -> int | None: ...  # the rotary encoder: both pins or neither
+
+    @property
+    def volume_encoder_b_pin(self) -> int | None: ...
+
 
 class HwSettings(AlsaSettings, FakeAudioSettings, GpioSettings, Protocol):
     """Every field a hardware backend reads, plus the two that choose the backends by name."""

@@ -10,13 +10,17 @@ from typing import Any, Literal
 from device.audio.formats import StreamFormat
 from device.core.events import (
     COMMAND_NAMES,
+    TIMER_NAMES,
     Action,
+    Activity,
     AgentInterrupted,
     AgentStartedTalking,
     AgentStoppedTalking,
     AuthRejected,
+    CallEnded,
     CallMode,
     CallState,
+    CancelTimer,
     Command,
     Connect,
     ConnectionLost,
@@ -38,10 +42,14 @@ from device.core.events import (
     SetMicGate,
     ShowLeds,
     Shutdown,
+    StartTimer,
     StopService,
+    TimerExpired,
+    TimerName,
     Transition,
+    VolumeCommand,
 )
-from device.core.state_machine import boot, leds_for, mic_gate_open, step
+from device.core.state_machine import boot, leds_for, mic_gate_open, mic_hold, step
 from hw.controls import ButtonHeld, ButtonName, ButtonPressed, ButtonReleased, LedState
 
 B, P, A = CallMode.BUTTON, CallMode.PUSH_TO_TALK, CallMode.ALWAYS
@@ -66,35 +74,76 @@ EVENTS: tuple[Event, ...] = (
     AgentStartedTalking(), AgentStoppedTalking(), AgentInterrupted(),
     HardwareLost("capture", "unplugged"), HardwareLost("playback"),
     HardwareBack("capture"), HardwareBack("playback"),
+    *(TimerExpired(name) for name in TIMER_NAMES), Activity("speech"), Activity("agent"),
+    VolumeCommand(level=50), VolumeCommand(delta=-10),
     Reload(), Shutdown(),
 )
 
-CONFIGS: tuple[MachineConfig, ...] = tuple(
-    MachineConfig(mode=mode, half_duplex=half_duplex, earcons=earcons)
-    for mode, half_duplex, earcons in itertools.product(CallMode, (False, True), (True, False))
+LIMITS: dict[str, float] = {"idle_hangup_seconds": 60.0, "max_call_seconds": 900.0,
+                            "call_warning_seconds": 10.0}
+CONFIGS: tuple[MachineConfig, ...] = (
+    *(MachineConfig(mode=mode, half_duplex=half_duplex, earcons=earcons)
+      for mode, half_duplex, earcons in itertools.product(CallMode, (False, True), (True, False))),
+    # The call limits on (the service's defaults), and a warning that does not fit before them.
+    *(MachineConfig(mode=mode, earcons=earcons, **LIMITS)
+      for mode, earcons in itertools.product(CallMode, (True, False))),
+    MachineConfig(mode=B, idle_hangup_seconds=5.0, max_call_seconds=8.0, call_warning_seconds=8.0),
 )
 
 CALL_PRESSES: tuple[Literal["none", "muted", "unmute_pending"], ...] = ("none", "muted", "unmute_pending")
 
-# Every CallState x muted x agent_speaking x talking x hardware fault x shutting_down x call_press,
-# including combinations the machine never produces (talking outside push-to-talk, a pending call
-# press while unmuted...): totality is for all.
+# Every CallState x muted x agent_speaking x talking x hardware fault x shutting_down x call_press
+# x call_up, including combinations the machine never produces (talking outside push-to-talk, a
+# pending call press while unmuted, an established call while idle...): totality is for all.
 STATES: tuple[MachineState, ...] = tuple(
     MachineState(call=call, muted=muted, agent_speaking=speaking, talking=talking,
-                 hardware_faults=faults, shutting_down=down, call_press=press)
-    for call, muted, speaking, talking, faults, down, press in itertools.product(
+                 hardware_faults=faults, shutting_down=down, call_press=press, call_up=up)
+    for call, muted, speaking, talking, faults, down, press, up in itertools.product(
         CallState, (False, True), (False, True), (False, True),
-        (frozenset(), frozenset({"capture"})), (False, True), CALL_PRESSES,
+        (frozenset(), frozenset({"capture"})), (False, True), CALL_PRESSES, (False, True),
     )
 )
+
+LIMIT_ACTIONS = (StartTimer, CancelTimer, CallEnded)
 
 USER_CONNECT_EVENTS = (PRESS, Command("call"), Command("talk_start"))
 EXPLICIT_MUTE_EVENTS = (MUTE_PRESS, Command("mute"), Command("unmute"))
 
 
 def key_actions(transition: Transition) -> tuple[Action, ...]:
-    """The actions other than the LED and mic gate outputs every transition carries."""
-    return tuple(a for a in transition.actions if not isinstance(a, (ShowLeds, SetMicGate)))
+    """The actions other than the LED and mic gate outputs every transition carries and the call
+    limit bookkeeping (timers, CallEnded), which `limit_actions` returns."""
+    return tuple(a for a in transition.actions if not isinstance(a, (ShowLeds, SetMicGate, *LIMIT_ACTIONS)))
+
+
+def limit_actions(transition: Transition) -> tuple[Action, ...]:
+    return tuple(a for a in transition.actions if isinstance(a, LIMIT_ACTIONS))
+
+
+def expected_end_reason(config: MachineConfig, state: MachineState, event: Event) -> str | None:
+    """Why an established call ends on this step (None: it does not): written independently."""
+    if not state.call_up or state.shutting_down:
+        return None
+    if isinstance(event, Shutdown):
+        return "shutdown"
+    if isinstance(event, SessionEnded) and state.call in WANTED:
+        return "server"
+    if isinstance(event, AuthRejected) and state.call is not IDLE:
+        return "error"
+    if state.call not in WANTED:
+        return None
+    hangup = event in (Command("hangup"),) or (event == HOLD and config.mode is not P) \
+        or (event == PRESS and config.mode is B)
+    if hangup:
+        return "person"
+    if isinstance(event, TimerExpired):
+        if config.mode is B and event.name == "idle":
+            return "idle"
+        if config.mode is B and event.name == "max_call":
+            return "max_duration"
+        if config.mode is P and event.name == "idle" and not state.talking:
+            return "idle"
+    return None
 
 
 def expected_muted(config: MachineConfig, state: MachineState, event: Event) -> bool:
@@ -142,7 +191,8 @@ def check_transition(config: MachineConfig, old: MachineState, event: Event, t: 
     shutting_now = isinstance(event, Shutdown) and not old.shutting_down
 
     # The outputs always end the transition, so nothing can stick (Shutdown then stops the loop).
-    tail = (ShowLeds(leds), SetMicGate(gate))
+    hold = mic_hold(config, new)
+    tail = (ShowLeds(leds), SetMicGate(gate, hold=hold))
     assert (actions[-3:] == (*tail, StopService())) if shutting_now else (actions[-2:] == tail)
     assert sum(isinstance(a, StopService) for a in actions) == (1 if shutting_now else 0)
 
@@ -156,6 +206,13 @@ def check_transition(config: MachineConfig, old: MachineState, event: Event, t: 
         assert leds.mute or new.shutting_down
     if gate:
         assert new.call is IN and not new.muted and not new.shutting_down
+    # The first words: held only for a call a person started in button or push-to-talk mode,
+    # only while it connects, never while muted; never both held and open.
+    if hold:
+        assert new.call is CONN and not new.muted and not gate and config.mode is not A
+        assert config.mode is B or new.talking
+    if mic_hold(config, old) and not hold and not gate:
+        assert actions[0] == SetMicGate(False)  # held audio is discarded before anything else
     # In always mode the mic never opens while the call button goes down or is held.
     if config.mode is A and event in (PRESS, HOLD):
         assert not gate
@@ -164,7 +221,7 @@ def check_transition(config: MachineConfig, old: MachineState, event: Event, t: 
         assert new == old
     # Closing comes first: not one frame after a mute, before a commit or a slow disconnect.
     if mic_gate_open(config, old) and not gate:
-        assert actions[0] == SetMicGate(False)
+        assert actions[0] == SetMicGate(False, hold=hold)
     if SendCommit() in actions:
         assert old.talking and not new.talking and old.call is IN and not old.muted
         assert actions.index(SetMicGate(False)) < actions.index(SendCommit()) or not mic_gate_open(config, old)
@@ -197,6 +254,28 @@ def check_transition(config: MachineConfig, old: MachineState, event: Event, t: 
     if new.call is IDLE and old.call is not IDLE and not new.shutting_down:
         assert Disconnect() in actions or isinstance(event, SessionEnded)
 
+    # Call limits: an established call's end is reported once with its reason and every timer is
+    # cancelled; timers run only for an established call, never in always mode.
+    reason = expected_end_reason(config, old, event)
+    ended = [a for a in actions if isinstance(a, CallEnded)]
+    assert ended == ([CallEnded(reason)] if reason else []), (reason, ended)  # type: ignore[arg-type]
+    established = isinstance(event, SessionStarted) and not old.shutting_down and old.call in (CONN, RECO)
+    assert new.call_up == (established or (old.call_up and reason is None))
+    if reason:
+        assert new.end_reason == reason
+        if not shutting_now:
+            assert all(CancelTimer(n) in actions for n in TIMER_NAMES)
+    starts = [a for a in actions if isinstance(a, StartTimer)]
+    if starts:
+        assert new.call_up and config.mode is not A and not reason
+        assert all(a.seconds > 0 for a in starts)
+        if config.mode is P:  # no idle limit while the talk button is held
+            assert [a.name for a in starts] == ["idle"] and not new.talking
+    if (not old.call_up or old.call in WANTED) and not new.shutting_down:
+        assert not new.call_up or new.call in WANTED  # a consistent state stays consistent
+    if PlayEarcon("warning") in actions:
+        assert config.mode is B and isinstance(event, TimerExpired) and event.name.endswith("warning")
+
     if not config.earcons:
         assert not any(isinstance(a, PlayEarcon) for a in actions)
     elif new.muted != old.muted and event == HOLD:
@@ -226,9 +305,11 @@ class Device:
     state: MachineState = field(init=False)
     leds: LedState = field(init=False, default_factory=LedState)
     mic_open: bool = field(init=False, default=False)
+    mic_held: bool = field(init=False, default=False)
     downlink_open: bool = field(init=False, default=True)
     log: list[Action] = field(init=False, default_factory=list)
     last: tuple[Action, ...] = field(init=False, default=())
+    timers: dict[TimerName, float] = field(init=False, default_factory=dict)  # running: name -> seconds
 
     def __post_init__(self) -> None:
         t = boot(self.config, self.muted_at_boot)
@@ -244,8 +325,17 @@ class Device:
             self._apply(t.actions)
             assert self.leds == leds_for(self.config, self.state)
             assert self.mic_open == mic_gate_open(self.config, self.state)
+            assert self.mic_held == mic_hold(self.config, self.state)
             assert self.downlink_open == (not self.state.talking)
+            if not self.state.call_up:
+                assert not self.timers or self.state.shutting_down, self.timers  # none left behind
         return self
+
+    def expire(self, name: TimerName) -> Device:
+        """The supervisor's clock ran `name` out (only a running timer can expire)."""
+        assert name in self.timers, (name, self.timers)
+        del self.timers[name]
+        return self.send(TimerExpired(name))
 
     def _apply(self, actions: tuple[Action, ...]) -> None:
         self.last = actions
@@ -255,10 +345,18 @@ class Device:
                 self.leds = action.leds
             elif isinstance(action, SetMicGate):
                 self.mic_open = action.open
+                self.mic_held = action.hold
             elif isinstance(action, SetDownlinkGate):
                 self.downlink_open = action.open
+            elif isinstance(action, StartTimer):
+                self.timers[action.name] = action.seconds
+            elif isinstance(action, CancelTimer):
+                self.timers.pop(action.name, None)
 
     def key(self) -> tuple[Action, ...]:
-        return tuple(a for a in self.last if not isinstance(a, (ShowLeds, SetMicGate)))
+        return tuple(a for a in self.last if not isinstance(a, (ShowLeds, SetMicGate, *LIMIT_ACTIONS)))
+
+    def limits(self) -> tuple[Action, ...]:
+        return tuple(a for a in self.last if isinstance(a, LIMIT_ACTIONS))
 
 

@@ -158,3 +158,49 @@ def test_the_client_waits_for_a_slow_dump(tmp_path: Path, monkeypatch: pytest.Mo
         assert srv.join(3)
     assert timeouts == [control.CLIENT_TIMEOUTS["dump_audio"], control.TIMEOUT]
     assert control.CLIENT_TIMEOUTS["dump_audio"] > DUMP_AUDIO_TIMEOUT
+
+
+# -- say -------------------------------------------------------------------------------------------
+@pytest.fixture
+def say_server(tmp_path: Path):  # type: ignore[no-untyped-def]
+    said: list[tuple[str, str]] = []
+
+    def say(text: str) -> dict[str, Any]:
+        said.append((threading.current_thread().name, text))
+        return {"ok": True, "cmd": "say", "chars": len(text)}
+
+    srv = ControlServer(tmp_path / "c.sock", lambda e: None, dict, say=say)
+    srv.bind()
+    srv.start()
+    yield srv, said
+    srv.stop()
+    assert srv.join(3)
+
+
+def test_say_hands_the_text_to_the_service(say_server) -> None:  # type: ignore[no-untyped-def]
+    srv, said = say_server
+    reply = send_command(srv.path, "say", text="Où est la sortie ?")
+    assert reply == {"ok": True, "cmd": "say", "chars": 18}
+    assert said == [("control-socket", "Où est la sortie ?")]
+
+
+@pytest.mark.parametrize(("request_line", "error"), [
+    (b'{"cmd": "say"}', "non-empty string"),
+    (b'{"cmd": "say", "text": "   "}', "non-empty string"),
+    (b'{"cmd": "say", "text": 42}', "non-empty string"),
+    (b'{"cmd": "say", "text": "' + b"x" * 2001 + b'"}', "longer than 2000"),
+])
+def test_say_refuses_bad_text(say_server, request_line: bytes,  # type: ignore[no-untyped-def]
+                              error: str) -> None:
+    srv, said = say_server
+    reply = srv.handle(request_line)
+    assert reply["ok"] is False and error in reply["error"] and said == []
+
+
+def test_ctl_say_joins_the_words(say_server,  # type: ignore[no-untyped-def]
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    srv, said = say_server
+    assert cli_main(["ctl", "--socket", str(srv.path), "say", "hello", "there"]) == 0
+    assert said[-1][1] == "hello there"
+    assert cli_main(["ctl", "say", "--socket", str(srv.path)]) == 2
+    assert "needs the text" in capsys.readouterr().err

@@ -118,3 +118,17 @@ def test_cli_exits_78_with_the_field_name(tmp_path: Path) -> None:
     assert result.returncode == EXIT_CONFIG
     assert "ATOMS_CALL_MODE" in result.stderr and "fix:" in result.stderr
     assert result.stderr.count("\n") <= 2
+
+
+def test_kiosk_settings_defaults_and_checks() -> None:
+    s = load_settings(api_key="k", agent_id="a")
+    assert (s.idle_hangup_seconds, s.max_call_seconds, s.call_warning_seconds) == (60.0, 900.0, 10.0)
+    assert (s.volume, s.volume_floor_db, s.volume_step, s.volume_mixer) == (100, -30.0, 10, None)
+    assert s.conversation_keep == 0
+    together = "ATOMS_VOLUME_ENCODER_A_PIN and ATOMS_VOLUME_ENCODER_B_PIN go together"
+    with pytest.raises(ConfigError, match=together):
+        load_settings(api_key="k", agent_id="a", volume_encoder_a_pin=20)
+    with pytest.raises(ConfigError, match="ATOMS_VOLUME .*config.toml: volume"):
+        load_settings(api_key="k", agent_id="a", volume=120)
+    with pytest.raises(ConfigError, match="ATOMS_IDLE_HANGUP_SECONDS"):
+        load_settings(api_key="k", agent_id="a", idle_hangup_seconds=-1)

@@ -91,8 +91,9 @@ def test_every_state_event_pair_keeps_the_invariants(config: MachineConfig) -> N
 
 
 def test_grid_size() -> None:
-    # 3 modes x 2 half_duplex x 2 earcons; 5 call states x 2^5 flags x 3 call presses; 28 events.
-    assert (len(CONFIGS), len(STATES), len(EVENTS)) == (12, 480, 28)
+    # 3 modes x 2 half_duplex x 2 earcons, + 3 modes x 2 earcons with limits, + 1 odd warning;
+    # 5 call states x 2^6 flags x 3 call presses; 42 events (4 buttons x 3, 30 others).
+    assert (len(CONFIGS), len(STATES), len(EVENTS)) == (19, 960, 42)
 
 
 def test_unknown_event_type_is_ignored() -> None:

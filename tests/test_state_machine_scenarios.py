@@ -6,6 +6,7 @@ from device.core.events import (
     AgentInterrupted,
     AgentStartedTalking,
     AgentStoppedTalking,
+    CallEnded,
     Command,
     Connect,
     Disconnect,
@@ -231,7 +232,8 @@ def test_hardware_fault_keeps_the_call() -> None:
 
 def test_shutdown_in_a_call() -> None:
     d = Device(MachineConfig(mode=P)).send(STARTED, PRESS, Shutdown())
-    assert d.last == (SetMicGate(False), Disconnect(), ShowLeds(LedState()), SetMicGate(False), StopService())
+    assert d.last == (SetMicGate(False), Disconnect(), CallEnded("shutdown"), ShowLeds(LedState()),
+                      SetMicGate(False), StopService())
     assert d.leds == LedState() and not d.mic_open
     frozen = d.state
     d.send(*EVENTS)

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import wave
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -114,8 +115,8 @@ class ServiceProcess:
         self.proc.stdin.write(text)
         self.proc.stdin.flush()
 
-    def ctl(self, cmd: str) -> dict[str, Any]:
-        return send_command(self.socket, cmd)
+    def ctl(self, cmd: str, **fields: Any) -> dict[str, Any]:
+        return send_command(self.socket, cmd, **fields)
 
     def status(self) -> dict[str, Any]:
         reply = self.ctl("status")
@@ -134,6 +135,19 @@ class ServiceProcess:
 
         assert wait_until(matches, timeout), (expected, last[0])
         return last[0]
+
+    def wait_status_where(self, predicate: Callable[[dict[str, Any]], bool],
+                          timeout: float = 5.0) -> dict[str, Any]:
+        """The first status snapshot `predicate` accepts, re-read every 20 ms for at most `timeout`
+        seconds (the log line of a change may come just before the snapshot that shows it)."""
+        seen: list[dict[str, Any]] = []
+
+        def accepted() -> bool:
+            seen[:] = [self.status()]
+            return predicate(seen[0])
+
+        assert wait_until(accepted, timeout, interval=0.02), seen
+        return seen[0]
 
     def signal(self, signum: int) -> None:
         assert self.proc is not None

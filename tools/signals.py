@@ -213,12 +213,15 @@ def run_echo_scene(
     ir: np.ndarray | None = None,
     noise_dbfs: float = -60.0,
     seed: int = 7,
+    speaker_gain: np.ndarray | None = None,
 ) -> EchoRun:
     """Play `far` (at `far_rate`) through a speaker into a `FakeRoom` and run the DSP frame by frame,
     as the audio threads do: each 10 ms the playback thread writes a frame to the speaker and hands
     the same frame to `reference`, then the capture thread reads a mic frame and calls `process`.
     So every reference frame reaches the canceller before the mic frame holding its echo.
     The speaker soft-clips (the reference is the clean signal it was given, as on a real device).
+    `speaker_gain` (per sample of `far`) is a hardware volume: it scales what the speaker plays
+    after the reference tap, before the amplifier's clipping.
     """
     ref_samples = far_rate // 100
     frames = len(far) // ref_samples
@@ -231,7 +234,7 @@ def run_echo_scene(
     echo = np.zeros(frames * FRAME_SAMPLES)
     mic = np.zeros(frames * FRAME_SAMPLES)
     out = np.zeros(frames * FRAME_SAMPLES)
-    speaker = soft_clip(far)
+    speaker = soft_clip(far if speaker_gain is None else far * speaker_gain[:len(far)])
     for i in range(frames):
         ref = slice(i * ref_samples, (i + 1) * ref_samples)
         reference(to_pcm16(far[ref]), far_rate)

@@ -68,6 +68,11 @@ class UplinkQueue:
         with self._cond:
             self._cond.notify_all()
 
+    @property
+    def capacity(self) -> int:
+        """The bound in chunks (a put beyond it drops the oldest)."""
+        return self._max
+
     def __len__(self) -> int:
         return len(self._chunks)
 

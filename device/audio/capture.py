@@ -8,7 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from device.audio.buffers import UplinkChunk, UplinkQueue
-from device.audio.formats import DSP_RATE, FRAME_BYTES, samples_for
+from device.audio.formats import DSP_RATE, FRAME_BYTES, FRAME_MS, UPLINK_CHUNK_MS, samples_for
+from device.audio.preroll import Preroll
 from device.audio.reopen import open_with_retry
 from device.audio.resampler import Resampler
 from device.audio.shared import PipelineShared
@@ -50,14 +51,15 @@ class CaptureThread(OwnedThread):
     Inputs: `open_device` opens the mic (retried with backoff while it fails), `process` is the
     capture DSP's per-frame call, `uplink` takes the chunks, `shared` gives the mic gate and the
     stream format (read once per period), `clock` stamps each chunk, `on_event` hears of a lost or
-    recovered device. Runs the DSP even while the mic gate is closed, so the echo canceller keeps
-    adapting. Everything here runs on the capture thread, except `snapshot` (any thread).
+    recovered device, `preroll` holds the first words while the gate is closed and `mic_hold` set.
+    Runs the DSP even while the mic gate is closed, so the echo canceller keeps adapting. Everything here runs on the capture thread, except `snapshot` (any thread).
     """
 
     def __init__(self, open_device: Callable[[], AudioCapture], process: Callable[[bytes], bytes],
                  uplink: UplinkQueue, shared: PipelineShared, clock: Clock,
-                 on_event: Callable[[Event], None]) -> None:
+                 on_event: Callable[[Event], None], preroll: Preroll | None = None) -> None:
         super().__init__("audio-capture")
+        self._preroll = preroll if preroll is not None else Preroll(0)
         self._open_device = open_device
         self._process = process
         self._uplink = uplink
@@ -94,7 +96,7 @@ class CaptureThread(OwnedThread):
 
     def run(self) -> None:
         shared, counters, process, uplink = self._shared, self.counters, self._process, self._uplink
-        clock = self._clock
+        clock, preroll = self._clock, self._preroll
         fmt = shared.format
         resampler = Resampler(DSP_RATE, fmt.rate)
         chunk_bytes = fmt.chunk_bytes
@@ -123,7 +125,8 @@ class CaptureThread(OwnedThread):
                     if current.rate != fmt.rate:  # renegotiated: rebuild the resampler
                         resampler = Resampler(DSP_RATE, current.rate)
                     fmt, chunk_bytes = current, current.chunk_bytes
-                gate = shared.mic_gate
+                gate, hold = shared.mic_gate, shared.mic_hold
+                generation = preroll.generation
                 # ALSA may grant a period that is not a whole 10 ms (e.g. 341 frames): the DSP
                 # takes exactly 10 ms, so carry the remainder over to the next read.
                 if carry:
@@ -136,12 +139,21 @@ class CaptureThread(OwnedThread):
                     frame = process(pcm[offset:offset + FRAME_BYTES])
                     counters.frames_captured += 1
                     if not gate:
-                        counters.frames_gated += 1
+                        if not (hold and preroll.push(frame, generation)):
+                            counters.frames_gated += 1
                         continue
-                    resampler.push(frame)
+                    if len(preroll):
+                        preroll.push(frame, generation)  # behind the held first words, in order
+                    else:
+                        resampler.push(frame)
                 if not gate:
                     resampler.reset()
                     continue
+                if len(preroll):
+                    # The held audio first, as fast as the uplink has room (two frames a chunk).
+                    room = max(0, uplink.capacity - len(uplink) - 1) * (UPLINK_CHUNK_MS // FRAME_MS)
+                    for held in preroll.take(room):
+                        resampler.push(held)
                 while (chunk := resampler.pop(chunk_bytes)) is not None:
                     if not shared.mic_gate:  # closed while we processed: nothing leaves
                         break

@@ -13,6 +13,8 @@ a partial last period would have to be padded (or would trip the AEC's 10 ms fra
 | muted     | one low blip, A4 (150 ms)               | the mic is closed                |
 | unmuted   | one high blip, A5 (150 ms)              | the mic is open again            |
 | error     | three short low beeps, E4 (300 ms)      | something failed (see the LEDs)  |
+| warning   | two soft beeps, G5 G5 (300 ms)          | a call limit is near: speak up   |
+| volume    | one short blip, D5 (80 ms)              | the new speaker level (played at it) |
 
 Every partial stays below 4 kHz (the Nyquist limit at 8 kHz), and the tones carry a few
 harmonics so that they stay audible on small kiosk speakers that reproduce little below 500 Hz.
@@ -35,7 +37,7 @@ MAX_SECONDS: Final = 0.350
 
 _SOFT: Final = (1.0, 0.25, 0.08)           # harmonic amplitudes: a mellow, bell-like tone
 _BUZZY: Final = (1.0, 0.0, 0.35, 0.0, 0.15)  # odd harmonics: a squarer, more urgent error tone
-_D5, _A4, _A5, _E4 = 587.33, 440.0, 880.0, 329.63
+_D5, _A4, _A5, _E4, _G5 = 587.33, 440.0, 880.0, 329.63, 783.99
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,10 @@ _EARCONS: Final[dict[str, tuple[float, tuple[_Note, ...]]]] = {
     "muted": (0.15, (_Note(0.0, 0.14, _A4),)),
     "unmuted": (0.15, (_Note(0.0, 0.14, _A5),)),
     "error": (0.30, tuple(_Note(start, 0.07, _E4, _BUZZY) for start in (0.0, 0.11, 0.22))),
+    # Two identical soft notes: a "still there?" nudge, neither the error's buzz nor a chime that
+    # could be taken for the call's end.
+    "warning": (0.30, (_Note(0.0, 0.12, _G5), _Note(0.16, 0.13, _G5))),
+    "volume": (0.08, (_Note(0.0, 0.075, _D5),)),
 }
 
 

@@ -24,7 +24,9 @@ from device.audio.dsp import CaptureDsp
 from device.audio.earcons import earcon_pcm
 from device.audio.formats import DEFAULT_SESSION_RATE, StreamFormat, bytes_for_seconds, duration_seconds
 from device.audio.playback import PlaybackThread, open_playback
+from device.audio.preroll import Preroll
 from device.audio.shared import PipelineShared
+from device.audio.volume import SoftwareGain
 from device.core.events import EarconName, Event
 from hw.audio import AudioBackend
 from hw.clock import Clock, RealClock
@@ -54,6 +56,8 @@ class AudioPipeline:
         buffer_periods: int = 3,
         clock: Clock | None = None,
         jitter_seconds: float | None = None,
+        preroll_frames: int = 0,
+        on_frame: Callable[[bytes], None] | None = None,
     ) -> None:
         fmt = StreamFormat(session_rate)   # generation 0: until the first session.created
         self.uplink = uplink
@@ -65,11 +69,20 @@ class AudioPipeline:
         self.local = LocalSoundQueue(fmt.rate, bytes_for_seconds(fmt.rate, LOCAL_SOUND_SECONDS))
         self._clock = clock or RealClock()
         self._shared = PipelineShared(fmt)
-        self.capture = CaptureThread(functools.partial(open_capture, backend, period_ms), dsp.process, uplink,
-                                     self._shared, self._clock, on_event)
+        self.gain = SoftwareGain()             # the speaker volume (device/service/volume.py sets it)
+        self.preroll = Preroll(preroll_frames)  # the first words (device/audio/preroll.py)
+        process = dsp.process
+        if on_frame is not None:  # e.g. the local voice activity detector, on the processed mic
+            def process(frame: bytes, dsp_process: Callable[[bytes], bytes] = dsp.process,
+                        observe: Callable[[bytes], None] = on_frame) -> bytes:
+                out = dsp_process(frame)
+                observe(out)
+                return out
+        self.capture = CaptureThread(functools.partial(open_capture, backend, period_ms), process, uplink,
+                                     self._shared, self._clock, on_event, self.preroll)
         self.playback = PlaybackThread(functools.partial(open_playback, backend, period_ms, buffer_periods),
                                        period_ms, dsp.reference, jitter, self.local, self._shared,
-                                       self._clock, on_event)
+                                       self._clock, on_event, self.gain)
 
     # -- main thread --------------------------------------------------------------------------
     def start(self) -> None:
@@ -85,11 +98,16 @@ class AudioPipeline:
         b = self.playback.join(timeout)
         return a and b
 
-    def set_mic_gate(self, open_: bool, discard_queued: bool = True) -> None:
+    def set_mic_gate(self, open_: bool, discard_queued: bool = True, hold: bool = False) -> None:
         """Open or close the mic gate. On close, `discard_queued` also drops what is queued and
         not yet sent (mute: a privacy promise); a push-to-talk release keeps it, since it was
-        spoken while the button was held and its commit follows it through the same queue."""
+        spoken while the button was held and its commit follows it through the same queue.
+        `hold` (closed gate only): keep the first words for the session being set up
+        (device/audio/preroll.py); a gate closed without `hold` discards them at once."""
+        self._shared.mic_hold = hold and not open_
         self._shared.mic_gate = open_
+        if not open_ and not hold:
+            self.preroll.clear()
         if not open_ and discard_queued:
             self.uplink.clear()
 

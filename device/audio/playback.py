@@ -15,6 +15,8 @@ from device.audio.buffers import JitterBuffer, LatencyWindow, LocalSoundQueue
 from device.audio.formats import SAMPLE_DTYPE, StreamFormat, samples_for
 from device.audio.reopen import open_with_retry
 from device.audio.shared import PipelineShared
+from device.audio.vad import frame_dbfs
+from device.audio.volume import SoftwareGain
 from device.core.events import Event, HardwareLost
 from device.core.threads import OwnedThread
 from hw.audio import AudioBackend, AudioPlayback
@@ -62,7 +64,8 @@ class PlaybackThread(OwnedThread):
     fails), `period_ms` is what one write holds, `reference` is the capture DSP's reference side,
     `jitter` holds agent audio and `local` earcons (both popped one period at a time), `shared`
     gives the flush request and the stream format (a new rate reopens the speaker), `clock` times
-    the flushes, `on_event` hears of a lost or recovered device. Everything here runs on the
+    the flushes, `on_event` hears of a lost or recovered device, `gain` is the speaker volume
+    (applied before the write and the reference tap alike). Everything here runs on the
     playback thread, except `snapshot`, `flushed` and `flush_latency` (any thread).
 
     Queue depth: the device buffer holds `buffer_periods` (3 by default) and `write` blocks until a
@@ -73,8 +76,10 @@ class PlaybackThread(OwnedThread):
 
     def __init__(self, open_device: Callable[[StreamFormat], AudioPlayback], period_ms: int,
                  reference: Callable[[bytes, int], None], jitter: JitterBuffer, local: LocalSoundQueue,
-                 shared: PipelineShared, clock: Clock, on_event: Callable[[Event], None]) -> None:
+                 shared: PipelineShared, clock: Clock, on_event: Callable[[Event], None],
+                 gain: SoftwareGain | None = None) -> None:
         super().__init__("audio-playback")
+        self._gain = gain if gain is not None else SoftwareGain()
         self._open_device = open_device
         self._period_ms = period_ms
         self._reference = reference
@@ -136,7 +141,12 @@ class PlaybackThread(OwnedThread):
 
     def _write(self, pcm: bytes) -> None:
         assert self.device is not None
+        # The volume first: what is written and what the canceller gets as reference stay one.
+        gain = self._gain
+        pcm = gain.apply(pcm)
         self.device.write(pcm)
+        if gain.measure:
+            gain.level_dbfs = frame_dbfs(pcm)
         try:
             self._reference(pcm, self.format.rate)
         except ValueError as exc:  # a rate the canceller refuses: play on, without echo reference

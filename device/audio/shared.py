@@ -15,6 +15,8 @@ class PipelineShared:
 
     - `mic_gate` (bool): written by the main thread (`AudioPipeline.set_mic_gate`); read by the
       capture thread once per period, and again before each chunk it queues.
+    - `mic_hold` (bool): likewise; while the gate is closed, hold the frames for the session
+      being set up instead of dropping them.
     - `format` (`StreamFormat`): written by the connection thread (`AudioPipeline.set_stream_format`,
       at `session.created`); read by the capture and playback threads once per period, and by the
       main thread (earcons are made at its rate; the status shows it).
@@ -27,6 +29,7 @@ class PipelineShared:
 
     def __init__(self, fmt: StreamFormat) -> None:
         self.mic_gate = False
+        self.mic_hold = False   # main thread: keep the first words (device/audio/preroll.py)
         self.format = fmt
         self._flush = threading.Event()
         self._flush_at = 0.0

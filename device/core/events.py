@@ -39,6 +39,22 @@ class MachineConfig:
     mode: CallMode = CallMode.BUTTON
     half_duplex: bool = False   # gate the mic while the agent talks
     earcons: bool = True
+    # Call limits (seconds, 0 = off). `button` mode uses all three; `push_to_talk` only the idle
+    # time (the session closes without a warning and the next press reopens it); `always` none.
+    idle_hangup_seconds: float = 0.0   # no user speech, no agent audio (and in PTT no press)
+    max_call_seconds: float = 0.0      # from session.created to hang-up, reconnects included
+    call_warning_seconds: float = 10.0  # the warning earcon comes this long before either limit
+
+
+# Why a call ended: the person (button, `ctl hangup`), the idle limit, the duration limit, the
+# server (`session.closed`), an error (auth rejected) or the service stopping.
+EndReason = Literal["person", "idle", "max_duration", "server", "error", "shutdown"]
+END_REASONS: tuple[EndReason, ...] = ("person", "idle", "max_duration", "server", "error", "shutdown")
+
+# The supervisor's timers, started and cancelled by the machine (see `StartTimer`):
+# "idle_warning"/"idle" restart on activity; "max_warning"/"max_call" run from the call's start.
+TimerName = Literal["idle_warning", "idle", "max_warning", "max_call"]
+TIMER_NAMES: tuple[TimerName, ...] = ("idle_warning", "idle", "max_warning", "max_call")
 
 
 @dataclass(frozen=True)
@@ -53,6 +69,10 @@ class MachineState:
     # `always` mode: what the call button press in progress did to mute ("muted": this press muted
     # and a hold restores unmuted; "unmute_pending": the user was muted and the release unmutes).
     call_press: Literal["none", "muted", "unmute_pending"] = "none"
+    # A call is established: session.created arrived and the call has not ended since (it stays
+    # set through a reconnect). Its end emits `CallEnded` with the reason, kept in `end_reason`.
+    call_up: bool = False
+    end_reason: EndReason | None = None
 
 
 # -- events --------------------------------------------------------------------------------------
@@ -135,6 +155,31 @@ class HardwareBack:
 
 
 @dataclass(frozen=True)
+class TimerExpired:
+    """A timer the machine started (`StartTimer`) ran out; the supervisor's clock decides when."""
+
+    name: TimerName
+
+
+@dataclass(frozen=True)
+class Activity:
+    """Someone is still there: the local VAD heard the user ("speech") or agent audio played
+    ("agent"). The supervisor posts at most one per kind per tick while it lasts."""
+
+    source: Literal["speech", "agent"]
+
+
+@dataclass(frozen=True)
+class VolumeCommand:
+    """`ctl volume N|+N|-N`: set the speaker level (`level`, 0-100) or move it by `delta`.
+    Handled by the supervisor's volume control; the call state machine ignores it, as it does
+    the volume buttons."""
+
+    level: int | None = None
+    delta: int = 0
+
+
+@dataclass(frozen=True)
 class Reload:
     """SIGHUP: retry after an auth error (the operator fixed the key)."""
 
@@ -147,7 +192,7 @@ class Shutdown:
 Event = Union[
     ButtonPressed, ButtonReleased, ButtonHeld, Command, SessionConnecting, SessionStarted,
     SessionEnded, ConnectionLost, AuthRejected, AgentStartedTalking, AgentStoppedTalking,
-    AgentInterrupted, HardwareLost, HardwareBack, Reload, Shutdown,
+    AgentInterrupted, HardwareLost, HardwareBack, TimerExpired, Activity, VolumeCommand, Reload, Shutdown,
 ]
 
 
@@ -164,9 +209,15 @@ class Disconnect:
 
 @dataclass(frozen=True)
 class SetMicGate:
-    """Whether captured audio may leave the device. Closed means not one frame is sent."""
+    """Whether captured audio may leave the device. Closed means not one frame is sent.
+
+    `hold` (only with `open=False`): the call the person just started is still connecting, so
+    keep what the mic hears (bounded, oldest dropped first) and send it first, in order, when the
+    gate opens; a gate that closes without opening discards it (mute, hang-up, failure).
+    """
 
     open: bool
+    hold: bool = False
 
 
 @dataclass(frozen=True)
@@ -191,7 +242,7 @@ class ShowLeds:
     leds: LedState
 
 
-EarconName = Literal["connected", "ended", "muted", "unmuted", "error"]
+EarconName = Literal["connected", "ended", "muted", "unmuted", "error", "warning", "volume"]
 
 
 @dataclass(frozen=True)
@@ -205,13 +256,33 @@ class PersistMute:
 
 
 @dataclass(frozen=True)
+class StartTimer:
+    """(Re)start the timer `name`: it expires `seconds` from now (replacing one still running)."""
+
+    name: TimerName
+    seconds: float
+
+
+@dataclass(frozen=True)
+class CancelTimer:
+    name: TimerName
+
+
+@dataclass(frozen=True)
+class CallEnded:
+    """An established call ended (status, stats and the log record the reason and duration)."""
+
+    reason: EndReason
+
+
+@dataclass(frozen=True)
 class StopService:
     """Everything is shut down: the main loop may exit."""
 
 
 Action = Union[
     Connect, Disconnect, SetMicGate, SetDownlinkGate, SendCommit, FlushPlayback, ShowLeds,
-    PlayEarcon, PersistMute, StopService,
+    PlayEarcon, PersistMute, StartTimer, CancelTimer, CallEnded, StopService,
 ]
 
 

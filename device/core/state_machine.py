@@ -5,10 +5,11 @@ the tests can enumerate. The service (`device.service.supervisor`) feeds events 
 carries out the actions in order.
 
 Conventions every transition follows (the tests check them for every (state, event) pair):
-- It ends with `ShowLeds(leds_for(new))` and `SetMicGate(mic_gate_open(new))`, whether or not
-  they changed (the service applies only changes), so no LED or gate can stick. `Shutdown` is the
-  one exception: `StopService` comes after them.
-- Closing comes first: when the mic gate closes, `SetMicGate(False)` is also the *first* action,
+- It ends with `ShowLeds(leds_for(new))` and `SetMicGate(mic_gate_open(new), hold=mic_hold(new))`,
+  whether or not they changed (the service applies only changes), so no LED or gate can stick.
+  `Shutdown` is the one exception: `StopService` comes after them.
+- Closing comes first: when the mic gate closes (or a hold ends unopened), `SetMicGate(False)` is
+  also the *first* action,
   before anything slow (persisting mute, `Disconnect`) and before `SendCommit`, so no frame
   leaves after the user muted and the commit covers exactly the audio that was sent. Likewise
   `SetDownlinkGate(False)` comes before `FlushPlayback`, so nothing is queued after the flush.
@@ -35,6 +36,26 @@ The call button, per mode (`ButtonHeld` is the long press, `long_press_seconds`)
     after it does nothing.
   The mute button and the `mute`/`unmute` commands cancel a pending press (`call_press = "none"`):
   the newest explicit choice wins, so neither the release nor the long press then unmutes.
+
+Call limits (no clock in here): the machine asks the supervisor for named timers
+(`StartTimer(name, seconds)` restarts one, `CancelTimer(name)` removes it) and the supervisor,
+which owns the injected clock, feeds `TimerExpired(name)` back on the main thread. It checks its
+timers on the main thread and handles an expiry at once, so a cancelled timer can never fire
+late. Liveness comes in as `Activity("speech" | "agent")` (the local VAD on the processed mic,
+agent audio reaching the speaker), posted at most once per kind per supervisor tick.
+- `call_up` is set by the `session.created` that establishes a call and kept through reconnects;
+  clearing it (the call ends for any reason) emits `CallEnded(reason)` and a `CancelTimer` for
+  every timer, and `end_reason` keeps the reason (person, idle, max_duration, server, error,
+  shutdown) for status and stats.
+- `button`: the call's start starts "max_warning" (at max - warning) and "max_call" (at max), and
+  "idle_warning"/"idle" likewise from `idle_hangup_seconds`; activity and a reconnect restart the
+  idle pair. A warning timer plays the "warning" earcon; "idle" and "max_call" hang up (reason
+  idle / max_duration) like a press would.
+- `push_to_talk`: only "idle", no warning: stopped while the button is held, restarted on the
+  release, on activity and on a reconnect. Its expiry closes the session quietly (idle, no
+  earcon); the next press opens a new one.
+- `always`: no timers. A limit of 0 turns it off; a warning time that does not fit before the
+  limit (>= it, or 0) means no warning.
 """
 from __future__ import annotations
 
@@ -43,18 +64,23 @@ from dataclasses import replace
 from typing import Any, Final
 
 from device.core.events import (
+    TIMER_NAMES,
     Action,
+    Activity,
     AgentInterrupted,
     AgentStartedTalking,
     AgentStoppedTalking,
     AuthRejected,
+    CallEnded,
     CallMode,
     CallState,
+    CancelTimer,
     Command,
     Connect,
     ConnectionLost,
     Disconnect,
     EarconName,
+    EndReason,
     Event,
     FlushPlayback,
     HardwareBack,
@@ -72,7 +98,10 @@ from device.core.events import (
     SetMicGate,
     ShowLeds,
     Shutdown,
+    StartTimer,
     StopService,
+    TimerExpired,
+    TimerName,
     Transition,
 )
 from hw.controls import (
@@ -85,7 +114,7 @@ from hw.controls import (
     StatusPattern,
 )
 
-__all__ = ["boot", "leds_for", "mic_gate_open", "step"]
+__all__ = ["boot", "leds_for", "mic_gate_open", "mic_hold", "step"]
 
 # A handler's result before the common outputs are added: the new state and its own actions.
 _Step = tuple[MachineState, tuple[Action, ...]]
@@ -96,6 +125,7 @@ _CALL_WANTED: Final = frozenset({CallState.CONNECTING, CallState.IN_CALL, CallSt
 # No session is wanted: a short press (or the `call` command) starts one.
 _CALL_STARTABLE: Final = frozenset({CallState.IDLE, CallState.AUTH_ERROR})
 _NOTHING: Final[tuple[Action, ...]] = ()
+_CALL_BUTTONS: Final = frozenset({ButtonName.CALL, ButtonName.MUTE})
 
 
 # -- outputs ---------------------------------------------------------------------------------------
@@ -108,6 +138,23 @@ def mic_gate_open(config: MachineConfig, state: MachineState) -> bool:
         and (config.mode is not CallMode.PUSH_TO_TALK or state.talking)
         and not (config.half_duplex and state.agent_speaking)
     )
+
+
+def mic_hold(config: MachineConfig, state: MachineState) -> bool:
+    """Whether the mic is held for a call the person started and that is still connecting (the
+    first words, spoken right after the press, are sent once the session exists). Only `button`
+    mode, and `push_to_talk` while the talk button is held: `always` connects by itself, not
+    because someone is about to speak, and a reconnect mid-call holds nothing (the mic was
+    closed by the outage, not opened by a person). Mute and shutdown forbid it."""
+    if state.call is not CallState.CONNECTING or state.muted or state.shutting_down:
+        return False
+    if config.mode is CallMode.PUSH_TO_TALK:
+        return state.talking
+    return config.mode is CallMode.BUTTON
+
+
+def _mic(config: MachineConfig, state: MachineState) -> SetMicGate:
+    return SetMicGate(mic_gate_open(config, state), hold=mic_hold(config, state))
 
 
 def _status(state: MachineState) -> StatusPattern:
@@ -159,16 +206,50 @@ def _finish(config: MachineConfig, old: MachineState, new: MachineState,
     gate = mic_gate_open(config, new)
     first: list[Action] = []
     last: list[Action] = []
+    hold = mic_hold(config, new)
     if mic_gate_open(config, old) and not gate:
-        first.append(SetMicGate(False))
+        first.append(SetMicGate(False, hold=hold))  # (push-to-talk held through a reconnect: holds)
+    elif mic_hold(config, old) and not hold and not gate:
+        first.append(SetMicGate(False))  # a hold ends first too: held audio is discarded at once
     if new.talking and not old.talking:
         first.append(SetDownlinkGate(False))
     elif old.talking and not new.talking:
         last.append(SetDownlinkGate(True))
-    return Transition(new, (*first, *body, *last, ShowLeds(leds_for(config, new)), SetMicGate(gate)))
+    if old.call_up and not new.call_up:
+        assert new.end_reason is not None, "a handler ended a call without a reason"
+        last[:0] = [CallEnded(new.end_reason), *(CancelTimer(name) for name in TIMER_NAMES)]
+    return Transition(new, (*first, *body, *last, ShowLeds(leds_for(config, new)), _mic(config, new)))
 
 
 # -- building blocks -------------------------------------------------------------------------------
+def _timer(name: TimerName, seconds: float) -> tuple[Action, ...]:
+    return (StartTimer(name, seconds),) if seconds > 0 else _NOTHING
+
+
+def _limit_timers(config: MachineConfig, limit: float, warning: TimerName,
+                  final: TimerName) -> tuple[Action, ...]:
+    """The warning and final timers of one limit (`button` mode), nothing when it is off."""
+    if limit <= 0:
+        return _NOTHING
+    warn = config.call_warning_seconds
+    early = _timer(warning, limit - warn) if 0 < warn < limit else _NOTHING
+    return (*early, *_timer(final, limit))
+
+
+def _idle_timers(config: MachineConfig, state: MachineState) -> tuple[Action, ...]:
+    """(Re)start the idle limit: on a call's start, on activity and after a reconnect."""
+    if config.mode is CallMode.BUTTON:
+        return _limit_timers(config, config.idle_hangup_seconds, "idle_warning", "idle")
+    if config.mode is CallMode.PUSH_TO_TALK and not state.talking:
+        return _timer("idle", config.idle_hangup_seconds)
+    return _NOTHING
+
+
+def _call_over(state: MachineState, reason: EndReason) -> MachineState:
+    """Mark an established call as ended (`_finish` then emits CallEnded and cancels the timers)."""
+    return replace(state, call_up=False, end_reason=reason) if state.call_up else state
+
+
 def _start_call(config: MachineConfig, state: MachineState) -> _Step:
     """Ask for a session; only from idle/auth_error (elsewhere one is already up or coming)."""
     if state.call not in _CALL_STARTABLE:
@@ -176,14 +257,16 @@ def _start_call(config: MachineConfig, state: MachineState) -> _Step:
     return replace(state, call=CallState.CONNECTING, agent_speaking=False), (Connect(),)
 
 
-def _end_call(config: MachineConfig, state: MachineState) -> _Step:
-    """Hang up on purpose: the device stays idle until the user starts a call again."""
+def _end_call(config: MachineConfig, state: MachineState, reason: EndReason = "person",
+              chime: bool = True) -> _Step:
+    """Hang up on purpose (the person, or a call limit): the device stays idle until the user
+    starts a call again."""
     if state.call not in _CALL_WANTED:
         return state, _NOTHING
-    ended = _earcon(config, "ended") if state.call is CallState.IN_CALL else _NOTHING
+    ended = _earcon(config, "ended") if chime and state.call is CallState.IN_CALL else _NOTHING
     # talking is cleared so the downlink reopens; a later release of a still-held button is a no-op.
     new = replace(state, call=CallState.IDLE, agent_speaking=False, talking=False)
-    return new, (Disconnect(), *ended)
+    return _call_over(new, reason), (Disconnect(), *ended)
 
 
 def _set_muted(config: MachineConfig, state: MachineState, muted: bool) -> _Step:
@@ -217,7 +300,9 @@ def _talk_start(config: MachineConfig, state: MachineState) -> _Step:
     # agent_speaking is cleared too: its audio is discarded while the button is held, and with
     # half_duplex a stale flag would keep the mic closed while the user holds talk.
     flush = (FlushPlayback(),) if state.agent_speaking else _NOTHING
-    return replace(state, talking=True, agent_speaking=False), (*actions, *flush)
+    # No idle limit while the button is held: a long turn is not an abandoned session.
+    hold = (CancelTimer("idle"),) if state.call_up and config.idle_hangup_seconds > 0 else _NOTHING
+    return replace(state, talking=True, agent_speaking=False), (*actions, *flush, *hold)
 
 
 def _talk_stop(config: MachineConfig, state: MachineState) -> _Step:
@@ -225,11 +310,14 @@ def _talk_stop(config: MachineConfig, state: MachineState) -> _Step:
     if not state.talking:
         return state, _NOTHING
     commit = (SendCommit(),) if state.call is CallState.IN_CALL and not state.muted else _NOTHING
-    return replace(state, talking=False), commit
+    new = replace(state, talking=False)
+    return new, (*commit, *(_idle_timers(config, new) if new.call_up else _NOTHING))
 
 
 # -- handlers, one per event type ------------------------------------------------------------------
 def _on_pressed(config: MachineConfig, state: MachineState, event: ButtonPressed) -> _Step:
+    if event.button not in _CALL_BUTTONS:
+        return state, _NOTHING  # volume buttons: the supervisor's volume control, not call state
     if event.button is ButtonName.MUTE:
         return _user_set_muted(config, state, not state.muted)
     if config.mode is CallMode.PUSH_TO_TALK:
@@ -297,17 +385,23 @@ def _on_session_connecting(config: MachineConfig, state: MachineState, event: Se
 def _on_session_started(config: MachineConfig, state: MachineState, event: SessionStarted) -> _Step:
     if state.call in _CALL_STARTABLE:
         return state, (Disconnect(),)  # a session nobody wants any more (see above)
-    connected = _earcon(config, "connected") if state.call is not CallState.IN_CALL else _NOTHING
-    return replace(state, call=CallState.IN_CALL, agent_speaking=False), connected
+    if state.call is CallState.IN_CALL:
+        return state, _NOTHING  # a duplicate session.created changes nothing
+    new = replace(state, call=CallState.IN_CALL, agent_speaking=False, call_up=True)
+    # A new call starts every limit; a reconnect restarts only the idle one (the call goes on).
+    limits = _NOTHING if state.call_up or config.mode is not CallMode.BUTTON else \
+        _limit_timers(config, config.max_call_seconds, "max_warning", "max_call")
+    return new, (*_earcon(config, "connected"), *_idle_timers(config, new), *limits)
 
 
 def _on_session_ended(config: MachineConfig, state: MachineState, event: SessionEnded) -> _Step:
     if state.call not in _CALL_WANTED:
         return state, _NOTHING  # the close we asked for completed, or nothing was up
+    ended = _call_over(state, "server")
     if config.mode is CallMode.BUTTON:
-        return replace(state, call=CallState.IDLE, agent_speaking=False), _earcon(config, "ended")
+        return replace(ended, call=CallState.IDLE, agent_speaking=False), _earcon(config, "ended")
     # always/push_to_talk keep a session up: a server-side end (e.g. timeout) just starts another.
-    return replace(state, call=CallState.CONNECTING, agent_speaking=False), (Connect(),)
+    return replace(ended, call=CallState.CONNECTING, agent_speaking=False), (Connect(),)
 
 
 def _on_connection_lost(config: MachineConfig, state: MachineState, event: ConnectionLost) -> _Step:
@@ -322,7 +416,7 @@ def _on_auth_rejected(config: MachineConfig, state: MachineState, event: AuthRej
     error = _earcon(config, "error") if state.call is not CallState.AUTH_ERROR else _NOTHING
     new = replace(state, call=CallState.AUTH_ERROR, agent_speaking=False,
                   last_error=f"auth rejected: {event.reason}")
-    return new, error
+    return _call_over(new, "error"), error
 
 
 def _on_agent_started(config: MachineConfig, state: MachineState, event: AgentStartedTalking) -> _Step:
@@ -353,6 +447,26 @@ def _on_hardware_back(config: MachineConfig, state: MachineState, event: Hardwar
     return replace(state, hardware_faults=state.hardware_faults - {event.device}), _NOTHING
 
 
+def _on_timer(config: MachineConfig, state: MachineState, event: TimerExpired) -> _Step:
+    if not state.call_up:
+        return state, _NOTHING  # the call it was for has ended (its timers were cancelled)
+    name = event.name
+    if config.mode is CallMode.BUTTON:
+        if name in ("idle_warning", "max_warning"):
+            return state, _earcon(config, "warning")
+        return _end_call(config, state, "idle" if name == "idle" else "max_duration")
+    if config.mode is CallMode.PUSH_TO_TALK and name == "idle" and not state.talking:
+        # Quietly: nobody is using it, and the next press opens a session again.
+        return _end_call(config, state, "idle", chime=False)
+    return state, _NOTHING
+
+
+def _on_activity(config: MachineConfig, state: MachineState, event: Activity) -> _Step:
+    if not state.call_up or state.call is not CallState.IN_CALL:
+        return state, _NOTHING
+    return state, _idle_timers(config, state)
+
+
 def _on_reload(config: MachineConfig, state: MachineState, event: Reload) -> _Step:
     if state.call is CallState.AUTH_ERROR:
         return _start_call(config, state)
@@ -374,6 +488,8 @@ _HANDLERS: Final[dict[type, _Handler]] = {
     AgentInterrupted: _on_agent_interrupted,
     HardwareLost: _on_hardware_lost,
     HardwareBack: _on_hardware_back,
+    TimerExpired: _on_timer,
+    Activity: _on_activity,
     Reload: _on_reload,
 }
 
@@ -382,9 +498,13 @@ def _shutdown(config: MachineConfig, state: MachineState) -> Transition:
     """End the call politely, turn every output off, then let the main loop exit."""
     disconnect = (Disconnect(),) if state.call in _CALL_WANTED else _NOTHING
     # muted and talking are kept: mute is persisted separately and the state is frozen from here.
-    new = replace(state, shutting_down=True, call=CallState.IDLE, agent_speaking=False)
-    first = (SetMicGate(False),) if mic_gate_open(config, state) else _NOTHING
-    return Transition(new, (*first, *disconnect, ShowLeds(LedState()), SetMicGate(False), StopService()))
+    stopped = replace(state, shutting_down=True, call=CallState.IDLE, agent_speaking=False)
+    new = _call_over(stopped, "shutdown")
+    sending = mic_gate_open(config, state) or mic_hold(config, state)
+    first = (SetMicGate(False),) if sending else _NOTHING
+    ended: tuple[Action, ...] = (CallEnded("shutdown"),) if state.call_up else _NOTHING
+    return Transition(new, (*first, *disconnect, *ended, ShowLeds(LedState()), SetMicGate(False),
+                            StopService()))
 
 
 # -- public API ------------------------------------------------------------------------------------
@@ -405,7 +525,7 @@ def boot(config: MachineConfig, muted: bool) -> Transition:
 def step(config: MachineConfig, state: MachineState, event: Event) -> Transition:
     """Handle one event. Pure and total: every (state, event) pair gives a Transition."""
     if state.shutting_down:
-        return _finish(config, state, state, _NOTHING)  # frozen; outputs stay off
+        return _finish(config, state, state, _NOTHING)  # frozen; outputs stay off (no hold either)
     if isinstance(event, Shutdown):
         return _shutdown(config, state)
     handler = _HANDLERS.get(type(event))

@@ -53,6 +53,14 @@ class Settings(BaseSettings):
     variables: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description="per-call prompt variables, a JSON object")
     call_mode: CallMode = Field(CallMode.BUTTON, description="button | push_to_talk | always")
+    idle_hangup_seconds: float = Field(
+        60.0, ge=0, le=86400,
+        description="button: hang up after this long with no speech and no agent audio; "
+                    "push_to_talk: close the session after this long without a press; 0 = never")
+    max_call_seconds: float = Field(
+        900.0, ge=0, le=86400, description="button: hang up after this long; 0 = no limit")
+    call_warning_seconds: float = Field(
+        10.0, ge=0, le=600, description="the warning sound comes this long before either limit; 0 = none")
 
     # -- network --------------------------------------------------------------------------------
     connect_timeout: float = Field(10.0, gt=0, le=120, description="seconds for TCP+TLS+upgrade")
@@ -60,6 +68,9 @@ class Settings(BaseSettings):
     ping_timeout: float = Field(10.0, gt=0, le=600, description="seconds to wait for a pong")
     backoff_initial: float = Field(1.0, gt=0, le=60, description="first reconnect delay, seconds")
     backoff_max: float = Field(30.0, gt=0, le=3600, description="reconnect delay cap, seconds")
+    first_words_seconds: float = Field(
+        3.0, ge=0, le=10,
+        description="mic audio held from a call press until the session exists, then sent first; 0 = off")
     uplink_queue_ms: int = Field(2000, ge=100, le=60000, description="mic audio held while the network is slow")
     max_message_bytes: int = Field(1 << 20, ge=1024, description="larger server messages are dropped")
 
@@ -77,6 +88,16 @@ class Settings(BaseSettings):
     noise_suppression: int = Field(2, ge=0, le=4, description="WebRTC noise suppression level 0-4")
     auto_gain_dbfs: int = Field(0, ge=0, le=31, description="auto gain target -dBFS, 0 = off")
     half_duplex: bool = Field(False, description="gate the mic while the agent talks")
+    volume: int = Field(
+        100, ge=0, le=100, description="speaker level 0-100 % at first start (then the saved one)")
+    volume_floor_db: float = Field(
+        -30.0, ge=-60, le=-3,
+        description="the gain at 1 % in dB (100 % is 0 dB, steps even in dB, 0 % silent)")
+    volume_step: int = Field(10, ge=1, le=50, description="percent per volume button press or encoder detent")
+    volume_mixer: str | None = Field(
+        None, description="hardware mixer control for the volume (e.g. PCM, Speaker); unset: software gain")
+    volume_mixer_device: str = Field(
+        "default", description="ALSA mixer device of volume_mixer (e.g. hw:CARD=x)")
     earcons: bool = Field(True, description="short sounds for connect, hang-up, mute, error")
     debug_record_dir: Path | None = Field(None, description="keep the last seconds of audio here")
     debug_record_seconds: float = Field(30.0, gt=0, le=600, description="seconds kept for debugging")
@@ -98,6 +119,12 @@ class Settings(BaseSettings):
     status_led_pin: int | None = Field(22, ge=0, le=27, description="BCM pin of the status LED")
     mute_led_pin: int | None = Field(23, ge=0, le=27, description="BCM pin of the red mute LED")
     speaking_led_pin: int | None = Field(24, ge=0, le=27, description="BCM pin of the agent-speaking LED")
+    volume_up_pin: int | None = Field(None, ge=0, le=27, description="BCM pin of a volume-up button")
+    volume_down_pin: int | None = Field(None, ge=0, le=27, description="BCM pin of a volume-down button")
+    volume_encoder_a_pin: int | None = Field(
+        None, ge=0, le=27, description="BCM pin of the rotary encoder's A contact")
+    volume_encoder_b_pin: int | None = Field(
+        None, ge=0, le=27, description="BCM pin of the rotary encoder's B contact")
     button_bounce_ms: int = Field(30, ge=0, le=1000, description="button debounce time")
     long_press_seconds: float = Field(2.0, gt=0, le=30, description="hold time that ends a call")
 
@@ -107,6 +134,15 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field("text", description="text | json")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
     stats_file: Path | None = Field(None, description="JSON stats written every stats_interval")
+    conversation_keep: int = Field(
+        0, ge=0, le=10000,
+        description="save each finished call's conversation record under state_dir/conversations, "
+                    "keeping this many (oldest removed first); 0 = off")
+    conversation_max_bytes: int = Field(
+        262144, ge=1024, le=16 << 20, description="a saved conversation record larger than this is skipped")
+    event_stream_buffer_bytes: int = Field(
+        65536, ge=1024, le=16 << 20,
+        description="event stream bytes a subscriber may fall behind by before it is disconnected")
     stats_interval: float = Field(10.0, gt=0, le=3600, description="seconds between stats writes")
     cpu_affinity: str = Field(
         "auto", description="auto (the last CPU when there are several) | off | CPU list such as 3 or 2,3")
@@ -154,6 +190,9 @@ class Settings(BaseSettings):
     def _check_relations(self) -> Settings:
         if self.ping_interval <= self.ping_timeout:
             raise ValueError(f"{env_name('ping_interval')} must be greater than {env_name('ping_timeout')}")
+        if (self.volume_encoder_a_pin is None) != (self.volume_encoder_b_pin is None):
+            raise ValueError(f"{env_name('volume_encoder_a_pin')} and {env_name('volume_encoder_b_pin')} "
+                             "go together: set both (the encoder's A and B contacts) or neither")
         if self.backoff_max < self.backoff_initial:
             raise ValueError(f"{env_name('backoff_max')} must be at least {env_name('backoff_initial')}")
         return self

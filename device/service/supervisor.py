@@ -21,14 +21,19 @@ from device.audio.buffers import JitterBuffer, UplinkQueue
 from device.audio.dsp import make_capture_dsp
 from device.audio.formats import FRAME_MS, UPLINK_CHUNK_MS, bytes_for_seconds
 from device.audio.pipeline import AudioPipeline
+from device.audio.vad import SpeechDetector
 from device.core import state_machine
 from device.core.events import (
     Action,
+    Activity,
+    CallEnded,
     CallState,
+    CancelTimer,
     Connect,
     Disconnect,
     Event,
     FlushPlayback,
+    HardwareBack,
     HardwareLost,
     MachineConfig,
     MachineState,
@@ -41,20 +46,43 @@ from device.core.events import (
     SetMicGate,
     ShowLeds,
     Shutdown,
+    StartTimer,
     StopService,
+    TimerExpired,
+    VolumeCommand,
 )
 from device.diagnostics.dumper import DebugDumper
 from device.diagnostics.recorder import DebugRecorder
+from device.service.call_records import ConversationSaver, RecordStore, save_last_call_id
 from device.service.control import DUMP_AUDIO_TIMEOUT, ControlServer
+from device.service.event_hub import EventHub
+from device.service.event_schema import (
+    AgentSpeakingEvent,
+    CallEndedEvent,
+    CallStartedEvent,
+    CallStateEvent,
+    CallWarningEvent,
+    ErrorEvent,
+    HardwareEvent,
+    LevelsEvent,
+    MutedEvent,
+    TalkingEvent,
+    TranscriptEvent,
+    VolumeEvent,
+)
 from device.service.persist import PersistentState
 from device.service.sdnotify import SystemdNotifier
 from device.service.settings import Settings
 from device.service.stats import rss_mb, write_json_atomic
+from device.service.timers import CallTimers
+from device.service.volume import VolumeController
 from device.session.client import SessionClient
 from device.session.config import SessionConfig
-from hw.audio import AudioBackend
+from device.session.conversation import ConversationSource
+from hw.audio import AudioBackend, VolumeControl
 from hw.clock import Clock, RealClock
-from hw.controls import Controls, LedState
+from hw.controls import ButtonName, ButtonPressed, Controls, LedState
+from hw.errors import DeviceUnavailable
 from hw.registry import audio_backend_from_settings, controls_from_settings
 
 log = logging.getLogger(__name__)
@@ -62,6 +90,14 @@ log = logging.getLogger(__name__)
 TICK: Final = 0.25
 MAX_PENDING_EVENTS: Final = 1000
 WATCHDOG_STALE: Final = 5.0  # an audio thread without progress for this long is stuck
+LEVELS_INTERVAL: Final = 0.1  # the event stream's level meter: about 10 a second
+_VOLUME_BUTTONS: Final = (ButtonName.VOLUME_UP, ButtonName.VOLUME_DOWN)
+
+
+def conversation_source(settings: Settings) -> ConversationSource:
+    assert settings.api_key is not None
+    return ConversationSource(url=settings.url, api_key=settings.api_key.get_secret_value(),
+                              auth=settings.auth)
 
 
 def session_config(settings: Settings) -> SessionConfig:
@@ -103,7 +139,10 @@ class ApplianceService:
         self._next_watchdog = 0.0
         self.watchdog_withheld = 0
         self.config = MachineConfig(mode=settings.call_mode, half_duplex=settings.half_duplex,
-                                    earcons=settings.earcons)
+                                    earcons=settings.earcons,
+                                    idle_hangup_seconds=settings.idle_hangup_seconds,
+                                    max_call_seconds=settings.max_call_seconds,
+                                    call_warning_seconds=settings.call_warning_seconds)
         self.persist = PersistentState(settings.state_dir)
         self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()  # put() is reentrant: signal-safe
         self.dropped_events = 0
@@ -123,13 +162,39 @@ class ApplianceService:
             self.dumper = DebugDumper(self.recorder, self.clock)
         self.dsp = make_capture_dsp(settings.aec, settings.noise_suppression, settings.auto_gain_dbfs,
                                     recorder=self.recorder)
+        # The idle limit's "is anyone there": webrtc-noise-gain's is_speech when that processor
+        # runs, else an energy detector; fed every processed mic frame by the capture thread.
+        noise_on = settings.noise_suppression > 0 or settings.auto_gain_dbfs > 0
+        dsp = self.dsp
+        self.vad = SpeechDetector(dsp_flag=(lambda: dsp.last_is_speech) if noise_on else None)
         self.pipeline = AudioPipeline(self.backend, self.dsp, self.uplink, self.jitter, self.post,
                                       session_rate=rate, period_ms=settings.period_ms,
                                       buffer_periods=settings.playback_buffer_periods, clock=self.clock,
-                                      jitter_seconds=settings.jitter_buffer_seconds)
+                                      jitter_seconds=settings.jitter_buffer_seconds,
+                                      preroll_frames=round(settings.first_words_seconds * 100),
+                                      on_frame=self.vad.observe)
+        self.timers = CallTimers(self.clock)
+        saved_volume = self.persist.load_volume()
+        self.volume = VolumeController(
+            saved_volume if saved_volume is not None else settings.volume,
+            settings.volume_floor_db, settings.volume_step, self.pipeline.gain, self._mixer(settings),
+            self.persist.save_volume, self._confirm_volume if settings.earcons else None, self.clock)
+        self._seen_speech = 0
+        self._seen_agent = 0
+        self._call_started_at: float | None = None
+        self._call_id: str | None = None
+        self.last_call: dict[str, Any] | None = None
+        self.calls_ended: dict[str, int] = {}
+        self.saver: ConversationSaver | None = None
+        if settings.conversation_keep > 0:
+            self.saver = ConversationSaver(conversation_source(settings), RecordStore(
+                settings.state_dir, settings.conversation_keep, settings.conversation_max_bytes))
         self.session = SessionClient(session_config(settings), self.uplink, self._session_event,
                                      self.jitter.push, self._transcript, clock=self.clock)
-        self.control = ControlServer(settings.control_socket, self.post, self.status, self.dump_audio)
+        self.hub = EventHub(settings.event_stream_buffer_bytes)
+        self._next_levels = 0.0
+        self.control = ControlServer(settings.control_socket, self.post, self.status, self.dump_audio,
+                                     self.say, self.volume_command, self.hub)
         self.state = MachineState()
         self.leds = LedState()
         self.transcripts: list[tuple[str, str]] = []
@@ -146,6 +211,19 @@ class ApplianceService:
             return
         self.events.put(event)
 
+    def _mixer(self, settings: Settings) -> VolumeControl | None:
+        if settings.volume_mixer is None:
+            return None
+        try:
+            return self.backend.volume_control(settings.volume_mixer, settings.volume_mixer_device)
+        except DeviceUnavailable as exc:
+            log.error("no hardware volume (%s); using the software gain; fix: check ATOMS_VOLUME_MIXER "
+                      "against `amixer -D %s scontrols`", exc, settings.volume_mixer_device)
+            return None
+
+    def _confirm_volume(self) -> None:
+        self.pipeline.play_earcon("volume")
+
     def _session_event(self, event: Event) -> None:
         if isinstance(event, SessionStarted):
             # Before the first delta of the new session reaches the jitter buffer.
@@ -155,6 +233,8 @@ class ApplianceService:
     def _transcript(self, role: str, text: str) -> None:
         log.info("transcript %s: %s", role, text[:500])
         self.post_observer("transcript", {"role": role, "text": text})
+        if role in ("user", "agent"):  # the receiver thread: publish() never blocks
+            self.hub.publish(TranscriptEvent(role=role, text=text))  # type: ignore[arg-type]
 
     def post_observer(self, kind: str, data: dict[str, Any]) -> None:
         if self.observer is not None:
@@ -189,6 +269,35 @@ class ApplianceService:
         return {"ok": True, "cmd": "dump_audio", "directory": str(directory),
                 "files": [f.as_dict() for f in files]}
 
+    def say(self, text: str) -> dict[str, Any]:
+        """`ctl say` (the control thread): typed text to the agent, only during a call. Mute is
+        the mic's promise, so text may still be sent while muted: a person typed it on purpose."""
+        call = self.state.call  # one reference read: the main thread replaces the state whole
+        if call is not CallState.IN_CALL:
+            return {"ok": False, "error": f"not in a call (call state {call.value}); start one with ctl call"}
+        if not self.session.send_text(text):
+            return {"ok": False, "error": "the session is not connected right now; try again"}
+        log.info("text to the agent: %d characters", len(text))
+        return {"ok": True, "cmd": "say", "chars": len(text)}
+
+    def volume_command(self, spec: str | None) -> dict[str, Any]:
+        """`ctl volume [N|+N|-N]` (the control thread): the level now, or a change for the main
+        thread; the reply gives the level it will have (clamped to 0-100)."""
+        current = self.volume.level
+        if spec is None:
+            return {"ok": True, "cmd": "volume", "volume": current}
+        text = spec.strip()
+        try:
+            number = int(text)
+        except ValueError:
+            return {"ok": False, "error": f"volume: {spec[:20]!r} is not N, +N or -N (N a whole percent)"}
+        relative = text[:1] in "+-"
+        if not relative and not 0 <= number <= 100:
+            return {"ok": False, "error": "volume: the level is 0-100 (or +N/-N to change it)"}
+        self.post(VolumeCommand(delta=number) if relative else VolumeCommand(level=number))
+        target = max(0, min(100, current + number if relative else number))
+        return {"ok": True, "cmd": "volume", "volume": target}
+
     def _on_dump_signal(self, signum: int, frame: FrameType | None) -> None:
         # A signal handler: only enqueue (SimpleQueue.put is reentrant) or count, never write files.
         if self.dumper is not None:
@@ -211,6 +320,8 @@ class ApplianceService:
         self.control.bind()
         if self.dumper is not None:
             self.dumper.start()
+        if self.saver is not None:
+            self.saver.start()
         self.pipeline.start()
         self.session.start()
         self.control.start()
@@ -228,8 +339,11 @@ class ApplianceService:
         self.start()
         try:
             while not self._stop.is_set():
+                timeout = TICK
+                if self.pipeline.gain.measure:  # wake for the level meter too
+                    timeout = max(0.0, min(TICK, self._next_levels - time.monotonic()))
                 try:
-                    event = self.events.get(timeout=TICK)
+                    event = self.events.get(timeout=timeout)
                 except queue.Empty:
                     event = None
                 if event is not None:
@@ -241,8 +355,20 @@ class ApplianceService:
 
     def handle(self, event: Event) -> None:
         self.post_observer("event", {"event": type(event).__name__})
-        had_faults = bool(self.state.hardware_faults)
+        level = self.volume.level
+        if isinstance(event, VolumeCommand):
+            self.volume.set(event.level if event.level is not None else self.volume.level + event.delta)
+        elif isinstance(event, ButtonPressed) and event.button in _VOLUME_BUTTONS:
+            self.volume.step(1 if event.button is ButtonName.VOLUME_UP else -1)
+        elif isinstance(event, (HardwareLost, HardwareBack)):
+            self.hub.publish(HardwareEvent(device=event.device, lost=isinstance(event, HardwareLost),
+                                           reason=getattr(event, "reason", "")))
+        if self.volume.level != level:
+            self.hub.publish(VolumeEvent(level=self.volume.level))
+        had_faults, was_up = bool(self.state.hardware_faults), self.state.call_up
         transition = state_machine.step(self.config, self.state, event)
+        if isinstance(event, SessionStarted) and transition.state.call_up:
+            self._call_started(event, fresh=not was_up)
         self._apply(transition.state, transition.actions)
         if (isinstance(event, HardwareLost) and self.dumper is not None and not had_faults
                 and self.state.hardware_faults):
@@ -252,6 +378,8 @@ class ApplianceService:
     def _apply(self, new_state: MachineState, actions: tuple[Action, ...]) -> None:
         old = self.state
         self.state = new_state
+        if new_state.last_error and new_state.last_error != old.last_error:
+            self.hub.publish(ErrorEvent(message=new_state.last_error))
         if (old.call, old.muted, old.agent_speaking, old.talking) != \
                 (new_state.call, new_state.muted, new_state.agent_speaking, new_state.talking):
             log.info("state %s%s%s%s", new_state.call.value, " muted" if new_state.muted else "",
@@ -262,13 +390,65 @@ class ApplianceService:
                                          "talking": new_state.talking})
         for action in actions:
             self._do(action)
+        self._publish_changes(old, new_state)  # after the actions: a call_ended comes before its idle
         self._publish_status()
+
+    def _call_started(self, event: SessionStarted, fresh: bool) -> None:
+        if fresh:
+            self._call_started_at = self.clock.monotonic()
+        self._call_id = event.call_id
+        self.hub.publish(CallStartedEvent(session_id=event.session_id, call_id=event.call_id,
+                                          sample_rate=event.sample_rate, resumed=not fresh))
+        save_last_call_id(self.settings.state_dir, event.call_id, event.session_id)
+        log.info("call %s: session %s, call %s", "started" if fresh else "resumed", event.session_id,
+                 event.call_id)
+
+    def _call_ended(self, action: CallEnded) -> None:
+        started = self._call_started_at
+        duration = round(self.clock.monotonic() - started, 1) if started is not None else 0.0
+        self._call_started_at = None
+        self.calls_ended[action.reason] = self.calls_ended.get(action.reason, 0) + 1
+        self.last_call = {"reason": action.reason, "duration_s": duration, "call_id": self._call_id}
+        log.info("call ended: reason %s after %.1f s", action.reason, duration)
+        self.hub.publish(CallEndedEvent(reason=action.reason, duration_s=duration, call_id=self._call_id))
+        if self.saver is not None and self._call_id is not None:
+            self.saver.request(self._call_id)
+
+    def _poll_activity(self) -> None:
+        """Tell the machine someone is there: speech since the last tick, agent audio played."""
+        speech, agent = self.vad.speech_frames, self.pipeline.playback.counters.agent_periods_played
+        if speech != self._seen_speech:
+            self._seen_speech = speech
+            self.handle(Activity("speech"))
+        if agent != self._seen_agent:
+            self._seen_agent = agent
+            self.handle(Activity("agent"))
+
+    def _expire_timers(self) -> None:
+        # One at a time: an expiry's actions may cancel or restart the others.
+        while (name := self.timers.pop_due()) is not None:
+            log.info("timer %s expired", name)
+            self.handle(TimerExpired(name))
+            if name in ("idle_warning", "max_warning") and self.state.call_up:
+                self.hub.publish(CallWarningEvent(limit="idle" if name == "idle_warning" else "max_duration"))
+
+    def _publish_changes(self, old: MachineState, new: MachineState) -> None:
+        """One stream event per changed field (main thread)."""
+        if old.call != new.call:
+            self.hub.publish(CallStateEvent(state=new.call.value))
+        if old.muted != new.muted:
+            self.hub.publish(MutedEvent(muted=new.muted))
+        if old.agent_speaking != new.agent_speaking:
+            self.hub.publish(AgentSpeakingEvent(speaking=new.agent_speaking))
+        if old.talking != new.talking:
+            self.hub.publish(TalkingEvent(held=new.talking))
 
     def _do(self, action: Action) -> None:
         if isinstance(action, SetMicGate):
             # Discard unsent audio when the gate closes for privacy or the call ends; keep it
             # when a push-to-talk turn ends (its commit is queued right behind it).
-            self.pipeline.set_mic_gate(action.open, discard_queued=self.state.muted or self.state.call != CallState.IN_CALL)
+            discard = self.state.muted or self.state.call != CallState.IN_CALL
+            self.pipeline.set_mic_gate(action.open, hold=action.hold, discard_queued=discard)
         elif isinstance(action, Connect):
             self.session.connect()
         elif isinstance(action, Disconnect):
@@ -284,10 +464,17 @@ class ApplianceService:
                 self.leds = action.leds
                 self.controls.show(action.leds)
         elif isinstance(action, PlayEarcon):
+            log.debug("earcon %s", action.name)
             if self.settings.earcons:
                 self.pipeline.play_earcon(action.name)
         elif isinstance(action, PersistMute):
             self.persist.save_muted(action.muted)
+        elif isinstance(action, StartTimer):
+            self.timers.start(action.name, action.seconds)
+        elif isinstance(action, CancelTimer):
+            self.timers.cancel(action.name)
+        elif isinstance(action, CallEnded):
+            self._call_ended(action)
         elif isinstance(action, StopService):
             self._stop.set()
 
@@ -300,6 +487,13 @@ class ApplianceService:
 
     def _tick(self) -> None:
         now = time.monotonic()
+        self.pipeline.gain.measure = self.hub.wants_levels
+        if self.pipeline.gain.measure and now >= self._next_levels:
+            self._next_levels = now + LEVELS_INTERVAL
+            self.hub.publish(LevelsEvent(mic_dbfs=round(self.vad.level_dbfs, 1),
+                                         speaker_dbfs=round(self.pipeline.gain.level_dbfs, 1)))
+        self._poll_activity()
+        self._expire_timers()
         self._publish_status()  # counters in `ctl status` stay current during a steady call
         if self.ignored_dump_signals != self._warned_dump_signals:
             self._warned_dump_signals = self.ignored_dump_signals
@@ -326,7 +520,10 @@ class ApplianceService:
             "talking": s.talking, "call_mode": self.config.mode.value,
             "hardware_faults": sorted(s.hardware_faults), "session_id": c.session_id,
             "call_id": c.call_id, "link": c.state.value, "sample_rate": self.pipeline.stream_format.rate,
+            "volume": self.volume.level,
+            "volume_control": "hardware" if self.volume.mixer is not None else "software",
             "last_error": s.last_error or c.last_error,
+            "last_call": self.last_call, "timers": self.timers.remaining(),
             "leds": {"status": self.leds.status.value, "mute": self.leds.mute,
                      "speaking": self.leds.speaking, "indicator": self.leds.indicator.value},
             "counters": self.counters(),
@@ -347,6 +544,14 @@ class ApplianceService:
             "jitter_overflow_bytes": self.jitter.overflow_bytes,
             "discarded_agent_bytes": c.discarded_audio_bytes,
             "dropped_events": self.dropped_events,
+            "event_subscribers": self.hub.subscribers,
+            "event_subscribers_dropped": self.hub.dropped_subscribers,
+            "first_words_frames_sent": self.pipeline.preroll.sent_frames,
+            "first_words_frames_dropped": self.pipeline.preroll.dropped_frames,
+            "volume_mixer_errors": self.volume.mixer_errors,
+            "texts_sent": c.texts_sent, "calls_ended": dict(self.calls_ended),
+            "conversations_saved": self.saver.store.saved if self.saver is not None else 0,
+            "conversation_save_failures": self.saver.failed if self.saver is not None else 0,
         }
 
     def stats(self) -> dict[str, Any]:
@@ -363,7 +568,7 @@ class ApplianceService:
             "underruns": counters["playback_underruns"], "overruns": counters["capture_overruns"],
             "capture_to_send_ms": latency,
             "interruption_to_silence_ms": self.pipeline.flush_latency.percentiles_ms(0.5, 0.99),
-            "rss_mb": rss_mb(), "counters": counters,
+            "rss_mb": rss_mb(), "last_call": self.last_call, "counters": counters,
         }
 
     def write_stats(self) -> None:
@@ -385,11 +590,15 @@ class ApplianceService:
             self.session.wait_closed(1.5)
         self.session.stop()
         self.control.stop()
+        if self.saver is not None:
+            self.saver.stop()
         if self.dumper is not None:
             self.dumper.stop()   # before joining the control thread, which may wait for a dump
         self.pipeline.stop()
         self.session.join()
         self.control.join()
+        if self.saver is not None:
+            self.saver.join()
         if self.dumper is not None:
             self.dumper.join()
         self.pipeline.join()

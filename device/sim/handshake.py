@@ -54,11 +54,9 @@ def _single(query: Mapping[str, list[str]], name: str) -> str | None:
     return values[-1] if values else None
 
 
-def check_request(path: str, authorization: list[str], options: SimOptions) -> Refusal | SessionParams:
-    """Validate an upgrade request; `authorization` holds every Authorization header value."""
-    route, query = parse_query(path)
-    if route != CONNECT_PATH:
-        return Refusal(404, f"no such endpoint {route!r}; use {CONNECT_PATH}")
+def check_key(query: Mapping[str, list[str]], authorization: list[str],
+              options: SimOptions) -> Refusal | None:
+    """The API key check shared by the connect upgrade and the conversation endpoint."""
     token = _single(query, "token")
     if authorization and token is not None:
         return Refusal(400, "send the API key as a Bearer header or a token parameter, not both")
@@ -72,6 +70,17 @@ def check_request(path: str, authorization: list[str], options: SimOptions) -> R
     # Constant-time: the simulator is a test double, but it should not teach timing leaks.
     if not hmac.compare_digest(key.encode(), options.api_key.encode()):
         return Refusal(401, "invalid API key")
+    return None
+
+
+def check_request(path: str, authorization: list[str], options: SimOptions) -> Refusal | SessionParams:
+    """Validate an upgrade request; `authorization` holds every Authorization header value."""
+    route, query = parse_query(path)
+    if route != CONNECT_PATH:
+        return Refusal(404, f"no such endpoint {route!r}; use {CONNECT_PATH}")
+    refused = check_key(query, authorization, options)
+    if refused is not None:
+        return refused
     if _single(query, "agent_id") != options.agent_id:
         return Refusal(401, "agent_id not found")
 

@@ -56,8 +56,10 @@ class SimOptions:
     session_timeout: float | None = None
     stop_reading: bool = False
     flood_seconds: float | None = None
+    created_delay: float = 0.0  # a slow server: accept the upgrade, send session.created this much later
     # Recording
     events_file: str | None = None
+    keep_audio_seconds: float = 0.0  # keep the first N seconds of each session's audio (`audio_of`)
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -84,7 +86,8 @@ class SimOptions:
             value = getattr(self, name)
             if value is not None and value < 0:
                 problems.append(f"{name} must not be negative")
-        for name in ("drop_after", "close_after", "session_timeout", "flood_seconds"):
+        for name in ("drop_after", "close_after", "session_timeout", "flood_seconds", "created_delay",
+                     "keep_audio_seconds"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 problems.append(f"{name} must not be negative")
@@ -112,6 +115,8 @@ def build_parser(prog: str = "atoms-appliance sim") -> argparse.ArgumentParser:
                    choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="stderr log level")
     p.add_argument("--events-file", default=None, metavar="PATH",
                    help="append every recorded event to PATH as JSON lines")
+    p.add_argument("--keep-audio-seconds", type=float, default=d.keep_audio_seconds, metavar="S",
+                   help="keep the first S seconds of each session's uplink audio (tests read it)")
 
     g = p.add_argument_group("conversation")
     g.add_argument("--force-rate", type=int, default=None, metavar="HZ",
@@ -152,6 +157,8 @@ def build_parser(prog: str = "atoms-appliance sim") -> argparse.ArgumentParser:
                    help="end every session with session.closed reason=timeout after this long")
     f.add_argument("--stop-reading", action="store_true",
                    help="never read from the socket after session.created")
+    f.add_argument("--created-delay", type=float, default=d.created_delay, metavar="SECONDS",
+                   help="send session.created this long after accepting the upgrade (a slow server)")
     f.add_argument("--flood-seconds", type=float, default=None, metavar="S",
                    help="answer the first utterance with S seconds of audio sent as fast as possible")
     return p

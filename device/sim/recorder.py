@@ -42,6 +42,7 @@ class Recorder:
         self._received: Counter[str] = Counter()
         self._audio_total = 0
         self._audio_by_session: Counter[str] = Counter()
+        self._audio_kept: dict[str, bytearray] = {}
         self._commits = 0
         self._session_closes = 0
         self._events: list[dict[str, Any]] = []
@@ -84,11 +85,21 @@ class Recorder:
                 self._session_closes += 1
             self._cond.notify_all()
 
-    def audio(self, session_id: str, nbytes: int) -> None:
+    def audio(self, session_id: str, nbytes: int, pcm: bytes = b"", keep_bytes: int = 0) -> None:
+        """Count one input_audio_buffer.append; keep its PCM while the session has kept less
+        than `keep_bytes` (the simulator's keep_audio_seconds)."""
         with self._cond:
             self._audio_total += nbytes
             self._audio_by_session[session_id] += nbytes
+            kept = self._audio_kept.setdefault(session_id, bytearray())
+            if len(kept) < keep_bytes:
+                kept += pcm[: keep_bytes - len(kept)]
             self._cond.notify_all()
+
+    def audio_of(self, session_id: str) -> bytes:
+        """The kept PCM of a session (any thread)."""
+        with self._cond:
+            return bytes(self._audio_kept.get(session_id, b""))
 
     def event(self, kind: str, **fields: Any) -> None:
         record: dict[str, Any] = {"t": round(time.time(), 6), "kind": kind, **fields}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import signal
 import sys
@@ -19,10 +20,12 @@ from types import FrameType, TracebackType
 from typing import Any, Final, Self
 
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from device.sim.conversations import CONVERSATION_PATH, ConversationLog
 from device.sim.faults import FaultPlan
-from device.sim.handshake import Refusal, SessionParams, check_request, parse_query, redacted_query
+from device.sim.handshake import Refusal, SessionParams, check_key, check_request, parse_query, redacted_query
 from device.sim.options import CONNECT_PATH, SimOptions, build_parser, options_from_args
 from device.sim.recorder import Recorder
 from device.sim.session import SimSession
@@ -55,6 +58,7 @@ class Simulator:
     def __init__(self, options: SimOptions | None = None) -> None:
         self.options = options if options is not None else SimOptions()
         self.recorder = Recorder(self.options.events_file)
+        self.conversations = ConversationLog()
         self._plan = FaultPlan(self.options)
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -168,6 +172,10 @@ class Simulator:
     def events_of(self, kind: str) -> list[dict[str, Any]]:
         return self.recorder.events_of(kind)
 
+    def audio_of(self, session_id: str) -> bytes:
+        """The uplink PCM kept for a session (`keep_audio_seconds`)."""
+        return self.recorder.audio_of(session_id)
+
     def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
         return self.recorder.wait_for(predicate, timeout)
 
@@ -214,10 +222,32 @@ class Simulator:
             log.warning("connections still open after %.1f s; abandoning them", JOIN_TIMEOUT_S)
         log.info("simulator stopped")
 
+    def _conversation(self, connection: ServerConnection, route: str, query: dict[str, list[str]],
+                      authorization: list[str]) -> Response:
+        """`GET /atoms/v1/conversation/{callId}`: a plain HTTP request, answered with JSON."""
+        call_id = route[len(CONVERSATION_PATH):]
+        refused = check_key(query, authorization, self.options)
+        record = self.conversations.record(call_id) if refused is None else None
+        if refused is not None:
+            status, body = refused.status, {"status": "error", "message": refused.reason}
+        elif record is None:
+            status, body = 404, {"status": "error", "message": f"no call {call_id[:80]!r}"}
+        else:
+            status, body = 200, record
+        self.recorder.event("conversation_request", call_id=call_id[:80], status=status,
+                            auth_header=bool(authorization), auth_query="token" in query)
+        payload = json.dumps(body).encode()
+        headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(payload))),
+                           ("Connection", "close")])
+        return Response(status, "OK" if status == 200 else "Error", headers, payload)
+
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        """Accept or refuse the HTTP upgrade (faults first, as a draining server would)."""
-        attempt = self.recorder.next_attempt()
+        """Accept or refuse the HTTP upgrade (faults first, as a draining server would); answer
+        the conversation endpoint, which is plain HTTP on the same port."""
         route, query = parse_query(request.path)
+        if route.startswith(CONVERSATION_PATH):
+            return self._conversation(connection, route, query, request.headers.get_all("Authorization"))
+        attempt = self.recorder.next_attempt()
         authorization = request.headers.get_all("Authorization")
         info: dict[str, Any] = {
             "index": attempt, "path": route, "query": redacted_query(query),
@@ -249,7 +279,7 @@ class Simulator:
             return
         attempt, params = pending
         session = SimSession(ws, params, self.options, self.recorder, self._plan,
-                             attempt, self.recorder.next_session())
+                             attempt, self.recorder.next_session(), self.conversations)
         try:
             await session.run()
         except Exception:  # log it as ours; websockets then closes with 1011

@@ -28,6 +28,7 @@ from device.session.protocol import (
     SessionUpdate,
     Transcript,
 )
+from device.sim.conversations import ConversationLog
 from device.sim.faults import FaultPlan, garbage_frames
 from device.sim.handshake import SessionParams
 from device.sim.options import SimOptions
@@ -68,7 +69,8 @@ class SimSession:
     """
 
     def __init__(self, ws: ServerConnection, params: SessionParams, options: SimOptions,
-                 recorder: Recorder, plan: FaultPlan, attempt: int, index: int) -> None:
+                 recorder: Recorder, plan: FaultPlan, attempt: int, index: int,
+                 conversations: ConversationLog | None = None) -> None:
         self._ws = ws
         self._params = params
         self._options = options
@@ -78,6 +80,7 @@ class SimSession:
         self._index = index
         self.session_id = f"sim-sess-{uuid.uuid4().hex[:16]}"
         self.call_id = f"CALL-SIM-{uuid.uuid4().hex[:12]}"
+        self._log = conversations if conversations is not None else ConversationLog()
         self._vad = EnergyVad(params.sample_rate, options.vad_threshold_dbfs,
                               options.vad_min_speech_ms, options.vad_min_silence_ms)
         self._reply_task: asyncio.Task[None] | None = None
@@ -95,7 +98,11 @@ class SimSession:
     # -- lifecycle -----------------------------------------------------------------------------
     async def run(self) -> None:
         """The connection handler: greet, then read until the socket closes; always cleans up."""
+        self._log.start(self.call_id, self.session_id, self._options.agent_id)
         try:
+            if self._options.created_delay:
+                self._event("created_delayed", seconds=self._options.created_delay)
+                await asyncio.sleep(self._options.created_delay)
             await self._ws.send(_dump(SessionCreated(
                 session_id=self.session_id, call_id=self.call_id,
                 sample_rate=self._params.sample_rate, channels=1)))
@@ -124,6 +131,7 @@ class SimSession:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            self._log.end(self.call_id)
             self._event("disconnect", code=self._ws.close_code, reason=self._ws.close_reason)
 
     def _schedule_faults(self) -> None:
@@ -225,7 +233,8 @@ class SimSession:
         if self._params.mode == "chat":
             await self._invalid("<bad_audio>", "chat mode takes text only")
             return
-        self._rec.audio(self.session_id, len(pcm))
+        keep = int(self._options.keep_audio_seconds * self._params.sample_rate) * self._sample_bytes
+        self._rec.audio(self.session_id, len(pcm), pcm, keep)
         for vad_event in self._vad.feed(pcm):
             if vad_event.kind == "start":
                 self._event("speech_start", at=round(vad_event.at, 3))
@@ -261,8 +270,10 @@ class SimSession:
         """One agent turn: user transcript, then the spoken reply, then the agent transcript."""
         try:
             if user_text is not None:
+                self._log.line(self.call_id, "user", user_text)
                 await self._ws.send(_dump(Transcript(role="user", text=user_text)))
             if self._params.mode == "chat":
+                self._log.line(self.call_id, "agent", text)
                 await self._ws.send(_dump(Transcript(role="agent", text=text)))
                 return
             rate = self._params.sample_rate
@@ -280,6 +291,7 @@ class SimSession:
             await self._stream(pcm, paced=not flood)
             self._talking = False
             await self._ws.send(_dump(AgentStopTalking(timestamp=_now())))
+            self._log.line(self.call_id, "agent", text)
             await self._ws.send(_dump(Transcript(role="agent", text=text)))
             self._event("reply_end")
         except ConnectionClosed:

@@ -363,3 +363,33 @@ def test_a_global_factory_a_test_leaves_is_closed_and_the_saved_one_restored() -
 def test_registry_unknown_backend() -> None:
     with pytest.raises(UnknownBackend, match="mock"):
         controls_backend("serial")
+
+
+# -- volume ----------------------------------------------------------------------------------------
+def test_volume_buttons_and_rotary_encoder(factory: MockFactory) -> None:
+    controls = GpioControls(call_pin=None, mute_pin=None, status_led_pin=None, mute_led_pin=None,
+                            speaking_led_pin=None, bounce_ms=0, volume_up_pin=5, volume_down_pin=6,
+                            encoder_a_pin=20, encoder_b_pin=21, pin_factory=factory)
+    sink = Sink()
+    controls.start(sink)
+    up, down = ButtonName.VOLUME_UP, ButtonName.VOLUME_DOWN
+    factory.pin(5).drive_low()
+    factory.pin(5).drive_high()
+    assert [sink.next(), sink.next()] == [ButtonPressed(up), ButtonReleased(up)]
+    factory.pin(6).drive_low()
+    assert sink.next() == ButtonPressed(down)
+    factory.pin(6).drive_high()
+    assert sink.next() == ButtonReleased(down)
+    a, b = factory.pin(20), factory.pin(21)
+    # One detent clockwise: A leads B (pins go low when their contact closes to ground).
+    for step in (a.drive_low, b.drive_low, a.drive_high, b.drive_high):
+        step()
+    assert sink.next() == ButtonPressed(up)
+    for step in (b.drive_low, a.drive_low, b.drive_high, a.drive_high):
+        step()
+    assert sink.next() == ButtonPressed(down)
+    assert sink.empty()
+    assert controls.pins == {"volume_up": 5, "volume_down": 6, "encoder_a": 20, "encoder_b": 21}
+    controls.close()
+    for pin in (5, 6, 20, 21):  # released: another device may claim them
+        Button(pin, pin_factory=factory).close()

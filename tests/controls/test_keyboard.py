@@ -99,6 +99,14 @@ def test_m_is_the_mute_button(make_keys: Callable[..., Keys]) -> None:
     assert keys.next(2) == [ButtonPressed(MUTE), ButtonReleased(MUTE)]
 
 
+def test_plus_and_minus_are_the_volume_buttons(make_keys: Callable[..., Keys]) -> None:
+    keys = make_keys()
+    keys.type("+=-")
+    up, down = ButtonName.VOLUME_UP, ButtonName.VOLUME_DOWN
+    assert keys.next(6) == [ButtonPressed(up), ButtonReleased(up), ButtonPressed(up), ButtonReleased(up),
+                            ButtonPressed(down), ButtonReleased(down)]
+
+
 def test_escape_sequences_and_unknown_keys_are_ignored(make_keys: Callable[..., Keys]) -> None:
     keys = make_keys()
     keys.type("\x1b[Cx\x1b[1;5Cé\nm")  # right arrow ends in "C", ctrl-right, junk: none is "call"

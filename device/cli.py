@@ -5,12 +5,16 @@ import argparse
 import faulthandler
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from device.service.settings import EXIT_CONFIG, ConfigError, Settings, config_file_warnings, load_settings
+from device.service.settings import EXIT_CONFIG, ConfigError, Settings, load_settings, setting_warnings
+
+# 128 + SIGPIPE: what a shell reports for a tool whose reader went away (`ctl status | head`).
+EXIT_BROKEN_PIPE = 141
 
 
 def _load(args: argparse.Namespace, **overrides: Any) -> Settings:
@@ -29,7 +33,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging(settings.log_level, settings.log_format, secrets=[secret])
     # The systemd watchdog kills with SIGABRT: let every thread's stack reach the journal.
     faulthandler.enable()
-    for warning in config_file_warnings(getattr(args, "config", None)):
+    for warning in setting_warnings(getattr(args, "config", None)):
         logging.getLogger("device.service.settings").warning("%s", warning)
     # Short GIL slices: a busy Python thread must not delay the audio threads' next frame by the
     # default 5 ms (DESIGN "Facts measured": one CPU-bound thread pushes APM p99 to ~10 ms).
@@ -165,6 +169,8 @@ def cmd_conversation(args: argparse.Namespace) -> int:
 
 def cmd_config(args: argparse.Namespace) -> int:
     settings = _load(args)
+    for warning in setting_warnings(getattr(args, "config", None)):
+        print(f"warning: {warning}", file=sys.stderr)
     print(json.dumps(settings.redacted(), indent=2, default=str))
     return 0
 
@@ -256,6 +262,12 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader (`| head`) went away: no traceback. Point stdout at /dev/null so the
+        # interpreter's final flush does not raise again (the recipe in Python's signal docs).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

@@ -56,3 +56,31 @@ class WavRecorder:
         wav, self._wav = self._wav, None
         if wav is not None:
             wav.close()
+
+
+def wav_problem(path: str | Path) -> str | None:
+    """Why `path` cannot be played by `read_wav_mono16`, or None when it can (checked at start,
+    so a bad file is a config error, not a crashed capture thread later)."""
+    try:
+        with wave.open(str(path), "rb") as wav:
+            if wav.getsampwidth() != 2:
+                return f"it is {wav.getsampwidth() * 8}-bit; only 16-bit PCM WAV files are supported"
+            if wav.getnframes() == 0:
+                return "it holds no audio (0 frames)"
+            if wav.getframerate() <= 0 or wav.getnchannels() <= 0:
+                return "its header is invalid (no rate or channels)"
+    except FileNotFoundError:
+        return "it does not exist"
+    except IsADirectoryError:
+        return "it is a directory"
+    except PermissionError:
+        return "it is not readable by this user"
+    except (wave.Error, EOFError) as exc:
+        # wave.Error "unknown format: 3" is a float WAV; "file does not start with RIFF id": not a WAV.
+        reason = str(exc)
+        if "unknown format: 3" in reason:
+            return "it is a floating-point WAV; only 16-bit PCM WAV files are supported"
+        return f"it is not a usable WAV file ({reason or 'truncated'}); only 16-bit PCM WAV files are supported"
+    except OSError as exc:
+        return f"it cannot be read ({exc.strerror or exc})"
+    return None

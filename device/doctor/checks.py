@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from device.doctor.core import CheckResult
+from device.service.redact import redact_url
 from device.service.settings import ConfigError, Settings
 from device.session.connection import MIN_SANE_TIME
 from hw.controls import Controls
@@ -47,14 +48,14 @@ def check_settings(load: Callable[[], Settings],
         return CheckResult.fail(name, " | ".join(lines),
                                 "set the API key (systemd credential atoms_api_key or ATOMS_API_KEY) "
                                 "and ATOMS_AGENT_ID"), settings
-    detail = (f"key set, agent {settings.agent_id!r}, {settings.url}, audio {settings.audio_backend} "
+    detail = (f"key set, agent {settings.agent_id!r}, {redact_url(settings.url)}, audio {settings.audio_backend} "
               f"(mic {settings.capture_device!r}, speaker {settings.playback_device!r}), "
               f"gpio {settings.gpio_backend}, aec {settings.aec}")
     problems = warnings()
     if problems:
         return CheckResult.warn(name, f"{detail}; {problems[0]}", "see the warning: " + problems[0]
                                 .split("fix: ", 1)[-1]), settings
-    return CheckResult.passed(name, detail, agent_id=settings.agent_id, url=settings.url), settings
+    return CheckResult.passed(name, detail, agent_id=settings.agent_id, url=redact_url(settings.url)), settings
 
 
 # -- clock ----------------------------------------------------------------------------------------

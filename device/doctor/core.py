@@ -11,14 +11,14 @@ import enum
 import json
 import logging
 import time
-import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
+from device.service.redact import SecretScrubber
+
 log = logging.getLogger(__name__)
 
-REDACTED: Final = "***"
 
 
 class Status(enum.StrEnum):
@@ -66,32 +66,11 @@ class CheckResult:
                 "seconds": round(self.seconds, 3), "data": self.data}
 
 
-class Redactor:
-    """Removes secrets (as given, URL-encoded and form-encoded) from text and JSON-like data.
+class Redactor(SecretScrubber):
+    """The shared scrubber (device/service/redact.py) that also cleans whole check results.
 
     Immutable after construction; any thread may use it.
     """
-
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        found: set[str] = set()
-        for secret in secrets:
-            if secret:
-                found.update({secret, urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret)})
-        self.secrets = sorted(found, key=len, reverse=True)
-
-    def text(self, value: str) -> str:
-        for secret in self.secrets:
-            value = value.replace(secret, REDACTED)
-        return value
-
-    def data(self, value: Any) -> Any:
-        if isinstance(value, str):
-            return self.text(value)
-        if isinstance(value, dict):
-            return {self.text(str(k)): self.data(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [self.data(v) for v in value]
-        return value
 
     def result(self, result: CheckResult) -> CheckResult:
         return replace(result, detail=self.text(result.detail), fix=self.text(result.fix),

@@ -41,7 +41,7 @@ from device.doctor.core import (
 )
 from device.doctor.devices import Direction, check_audio_device
 from device.doctor.meter import LiveLine
-from device.service.settings import ConfigError, Settings, config_file_warnings, load_settings
+from device.service.settings import ConfigError, Settings, load_settings, setting_warnings
 from device.session.config import SessionConfig
 from hw.audio import AudioBackend
 from hw.controls import Controls
@@ -61,7 +61,7 @@ class DoctorEnv:
     """Every dependency of the checklist, real by default (built and used on the main thread)."""
 
     load_settings: Callable[[], Settings] = load_settings
-    config_warnings: Callable[[], list[str]] = config_file_warnings
+    config_warnings: Callable[[], list[str]] = setting_warnings
     now: Callable[[], float] = time.time
     build_time: Callable[[], float] = checks.package_build_time
     synchronized: Callable[[], bool | None] = checks.time_synchronized
@@ -200,7 +200,7 @@ def main(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
         setup_logging("WARNING", secrets=[os.environ.get("ATOMS_API_KEY", ""),
                                           key.get_secret_value() if key is not None else ""])
     env = DoctorEnv(load_settings=lambda: load_settings(config),
-                    config_warnings=lambda: config_file_warnings(config))
+                    config_warnings=lambda: setting_warnings(config))
     # With --json, stdout carries only the JSON document; a terminal on stderr still sees progress.
     live = LiveLine(sys.stderr, enabled=sys.stderr.isatty()) if args.json else LiveLine(stream)
     started = time.monotonic()

@@ -14,41 +14,28 @@ import time
 from collections.abc import Iterable
 from typing import Any, TextIO
 
-REDACTED = "***"
+from device.service.redact import SecretScrubber
 
 
 class RedactingFilter(logging.Filter):
-    """Replaces each secret (and its URL-encoded form) in the final message and traceback."""
+    """Replaces each secret (and its URL-encoded form) and URL credentials in the final message
+    and traceback (device/service/redact.py does the replacing)."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
-        import urllib.parse
-
-        found: set[str] = set()
-        for s in secrets:
-            if s and len(s) >= 4:
-                found.update({s, urllib.parse.quote(s, safe=""), urllib.parse.quote_plus(s)})
-        self.secrets = sorted(found, key=len, reverse=True)
-
-    def _clean(self, text: str) -> str:
-        for secret in self.secrets:
-            if secret in text:
-                text = text.replace(secret, REDACTED)
-        return text
+        self.scrubber = SecretScrubber(secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self.secrets:
-            return True
         message = record.getMessage()
-        cleaned = self._clean(message)
+        cleaned = self.scrubber.text(message)
         if cleaned != message:
             record.msg, record.args = cleaned, None
         if record.exc_info and record.exc_info[1] is not None:
             formatted = logging.Formatter().formatException(record.exc_info)
-            record.exc_text = self._clean(formatted)
+            record.exc_text = self.scrubber.text(formatted)
             record.exc_info = None
         elif record.exc_text:
-            record.exc_text = self._clean(record.exc_text)
+            record.exc_text = self.scrubber.text(record.exc_text)
         return True
 
 

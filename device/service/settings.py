@@ -5,7 +5,10 @@ each field (as the environment variable and the TOML key) with a fix, and the CL
 """
 from __future__ import annotations
 
+import difflib
 import os
+import re
+import stat
 import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
@@ -16,11 +19,13 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SecretsSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
 from device.audio.formats import DEFAULT_SESSION_RATE, SESSION_RATES
 from device.core.events import CallMode
+from device.service.redact import SecretScrubber, redact_url
 
 if TYPE_CHECKING:
     from hw.settings import HwSettings
@@ -29,6 +34,15 @@ DEFAULT_URL: Final = "wss://api.smallest.ai/atoms/v1/agent/connect"
 DEFAULT_CONFIG_FILE: Final = Path("/etc/atoms-appliance/config.toml")
 ENV_PREFIX: Final = "ATOMS_"
 EXIT_CONFIG: Final = 78  # EX_CONFIG from sysexits.h; systemd's RestartPreventExitStatus uses it
+
+# sun_path is 108 bytes on Linux, one of them the terminating NUL.
+MAX_SOCKET_PATH_BYTES: Final = 107
+# Environment names read by the program that are not settings fields.
+OTHER_ENV_NAMES: Final = frozenset({"ATOMS_CONFIG"})
+# A pin setting with one of these values means "not wired" (docs/hardware.md).
+NO_PIN_VALUES: Final = frozenset({"", "none", "off", "-1", "no"})
+PIN_FIELDS: Final = ("call_pin", "mute_pin", "status_led_pin", "mute_led_pin", "speaking_led_pin")
+
 
 class ConfigError(Exception):
     """A setting is missing or invalid. The message is meant for a person and names the fix."""
@@ -147,13 +161,39 @@ class Settings(BaseSettings):
     cpu_affinity: str = Field(
         "auto", description="auto (the last CPU when there are several) | off | CPU list such as 3 or 2,3")
 
+    @field_validator("api_key")
+    @classmethod
+    def _check_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return value
+        for index, char in enumerate(value.get_secret_value()):
+            if ord(char) < 32 or ord(char) == 127:
+                # It goes into an HTTP header (or the URL): CR/LF would inject headers.
+                raise ValueError(
+                    f"contains a control character ({_char_name(char)}) at position {index + 1}; "
+                    "a key is one line of printable characters (a file written with `echo` ends in a "
+                    "newline inside quotes: use printf '%s' KEY)")
+        return value
+
     @field_validator("url")
     @classmethod
     def _check_url(cls, value: str) -> str:
         if not value.startswith(("wss://", "ws://")):
             raise ValueError("must start with wss:// (or ws:// for a local simulator)")
-        if "token=" in value:
-            raise ValueError("must not contain the key; set ATOMS_API_KEY and ATOMS_AUTH=query instead")
+        if redact_url(value) != value:
+            raise ValueError("must not contain the key or a password; set ATOMS_API_KEY "
+                             "(and ATOMS_AUTH=query if the server wants it in the URL) instead")
+        if any(ord(c) < 33 or ord(c) == 127 for c in value):
+            raise ValueError("must not contain spaces or control characters")
+        return value
+
+    @field_validator(*PIN_FIELDS, mode="before")
+    @classmethod
+    def _no_pin(cls, value: Any) -> Any:
+        # `call_pin = "none"` (or -1) leaves a button or LED out: TOML has no null.
+        if value is None or (isinstance(value, (str, int)) and not isinstance(value, bool)
+                             and str(value).strip().lower() in NO_PIN_VALUES):
+            return None
         return value
 
     @field_validator("sample_rate")
@@ -178,13 +218,69 @@ class Settings(BaseSettings):
         parse_affinity(value)
         return value.strip().lower()
 
-    @field_validator("variables")
+    @field_validator("variables", mode="before")
     @classmethod
-    def _check_variables(cls, value: dict[str, Any]) -> dict[str, Any]:
-        for key in value:
-            if not key:
+    def _check_variables(cls, value: Any) -> Any:
+        # Checked before pydantic's own validation so a nested value gives one line naming its
+        # key, not one line per member of the union type.
+        if not isinstance(value, dict):
+            raise ValueError(f"must be a JSON object of name: value pairs, not {_json_kind(value)}")  # noqa: TRY004 - pydantic turns only ValueError into a field error
+        for key, item in value.items():
+            if not str(key).strip():
                 raise ValueError("variable names must not be empty")
+            if item is None or isinstance(item, (dict, list, tuple)):
+                raise ValueError(f"variable {str(key)[:40]!r} is {_json_kind(item)}; each value must be "
+                                 "a string, a number or true/false")
         return value
+
+    @field_validator("control_socket")
+    @classmethod
+    def _check_socket(cls, value: Path) -> Path:
+        size = len(os.fsencode(str(value)))
+        if size > MAX_SOCKET_PATH_BYTES:
+            raise ValueError(f"is {size} bytes long; a Unix socket path may have at most "
+                             f"{MAX_SOCKET_PATH_BYTES} (use a short path such as /run/atoms-appliance/control.sock)")
+        try:
+            mode = os.lstat(value).st_mode
+        except FileNotFoundError:
+            mode = None
+        except OSError as exc:
+            raise ValueError(f"cannot be checked ({exc.strerror})") from None
+        if mode is not None and not stat.S_ISSOCK(mode):
+            raise ValueError("exists and is not a socket (a regular file, folder or link is never "
+                             "replaced); remove it or choose another path")
+        parent = value.parent
+        if parent.exists() and not parent.is_dir():
+            raise ValueError(f"its folder {parent} is not a folder")
+        return value
+
+    @model_validator(mode="after")
+    def _check_fake_files(self) -> Settings:
+        if self.audio_backend != "fake":
+            return self
+        from hw.wavio import wav_problem
+
+        for field, path in (("fake_capture_file", self.fake_capture_file),
+                            ("fake_echo_ir_file", self.fake_echo_ir_file)):
+            problem = wav_problem(path) if path is not None else None
+            if problem is not None:
+                raise ValueError(f"{env_name(field)} (config.toml: {field}) {path}: {problem}; "
+                                 "fix: give a 16-bit PCM WAV (sox in.wav -b 16 out.wav) or unset it")
+        out = self.fake_playback_file
+        if out is not None:
+            folder = out.parent
+            if out.is_dir():
+                problem = "is a folder"
+            elif folder.exists() and not os.access(folder, os.W_OK | os.X_OK):
+                problem = f"cannot be written: {folder} is not writable by this user"
+            elif out.exists() and not os.access(out, os.W_OK):
+                problem = "cannot be written by this user"
+            else:
+                problem = None
+            if problem is not None:
+                raise ValueError(f"{env_name('fake_playback_file')} (config.toml: fake_playback_file) "
+                                 f"{out} {problem}; fix: choose a writable file path")
+        return self
 
     @model_validator(mode="after")
     def _check_relations(self) -> Settings:
@@ -230,17 +326,52 @@ class Settings(BaseSettings):
                 f"config error: {env_name(f)} (config.toml: {f}) is not set; fix: {hint}" for f, hint in missing))
 
     def redacted(self) -> dict[str, Any]:
-        """Effective settings with secrets replaced: safe for logs, `config` and `ctl status`."""
+        """Effective settings with secrets replaced: safe for logs, `config` and `ctl status`.
+
+        The key is scrubbed from every value (whatever field it was put in) and URLs lose
+        their credentials (device/service/redact.py)."""
         data = self.model_dump(mode="json")
-        data["api_key"] = "<set>" if self.api_key is not None else "<not set>"
-        return data
+        del data["api_key"]
+        scrubbed: dict[str, Any] = self.scrubber().data(data)
+        scrubbed["api_key"] = "<set>" if self.api_key is not None else "<not set>"
+        return scrubbed
+
+    def scrubber(self) -> SecretScrubber:
+        """The redaction for this configuration's key."""
+        return SecretScrubber([self.api_key.get_secret_value()] if self.api_key is not None else [])
 
 
 def env_name(field: str) -> str:
     return ENV_PREFIX + field.upper()
 
 
-def _describe(error: Any) -> str:  # a pydantic ErrorDetails
+def _char_name(char: str) -> str:
+    return {"\r": "CR", "\n": "LF", "\t": "TAB", "\x00": "NUL"}.get(char, f"U+{ord(char):04X}")
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, dict):
+        return "a nested object"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    return f"a {type(value).__name__}"
+
+
+def _shown(value: Any, scrub: SecretScrubber) -> str:
+    """A bad value as it may be shown: scrubbed of the key and URL credentials *before* it is
+    cut to length (a cut could otherwise leave part of the key), on one line."""
+    if isinstance(value, (dict, list, tuple)) or value is None:
+        return ""
+    text = scrub.text(str(value))
+    text = repr(text)  # escapes CR/LF: the message stays one line
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f" (got {text})"
+
+
+def _describe(error: Any, scrub: SecretScrubber) -> str:  # a pydantic ErrorDetails
     loc = [str(part) for part in error.get("loc", ())]
     field = loc[0] if loc else ""
     if field in Settings.model_fields:
@@ -250,12 +381,17 @@ def _describe(error: Any) -> str:  # a pydantic ErrorDetails
     else:
         where = ".".join(loc) or "settings"
         what = ""
-    value = error.get("input")
-    shown = "" if field == "api_key" or isinstance(value, dict) else f" (got {value!r:.60})"
     if error.get("type") == "extra_forbidden":
-        return f"config error: unknown setting {'.'.join(loc)!r}; fix: remove it or check the spelling"
+        name = scrub.text(".".join(loc))
+        near = difflib.get_close_matches(field, Settings.model_fields, n=1)
+        guess = f"; did you mean {near[0]!r}?" if near else ""
+        return f"config error: unknown setting {name!r}{guess}; fix: remove it or check the spelling"
+    shown = "" if field == "api_key" else _shown(error.get("input"), scrub)
+    msg = scrub.text(str(error.get("msg", "invalid"))).removeprefix("Value error, ")
+    if not loc:  # a model-level check: its message already names the field and the fix
+        return f"config error: {msg}" if "fix:" in msg else f"config error: {msg}; fix: correct these settings"
     hint = f"; expected: {what}" if what else ""
-    return f"config error: {where}: {error.get('msg', 'invalid')}{shown}; fix: set a valid value{hint}"
+    return f"config error: {where}: {msg}{shown}; fix: set a valid value{hint}"
 
 
 def resolve_config_file(config_file: Path | None) -> Path | None:
@@ -266,6 +402,26 @@ def resolve_config_file(config_file: Path | None) -> Path | None:
     if env_path:
         return Path(env_path)
     return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.exists() else None
+
+
+def environment_warnings(environ: dict[str, str] | None = None) -> list[str]:
+    """A warning for each `ATOMS_*` variable that is no setting, naming the nearest real one
+    (the environment cannot forbid extras the way the TOML file does: other tools may set them)."""
+    env = os.environ if environ is None else environ
+    known = {env_name(f) for f in Settings.model_fields} | OTHER_ENV_NAMES
+    warnings = []
+    for name in sorted(env):
+        upper = name.upper()
+        if upper.startswith(ENV_PREFIX) and upper not in known:
+            near = difflib.get_close_matches(upper, known, n=1, cutoff=0.6)
+            guess = f"did you mean {near[0]}?" if near else "see `atoms-appliance config` for the names"
+            warnings.append(f"environment variable {name} is not a setting and is ignored; {guess}")
+    return warnings
+
+
+def setting_warnings(config_file: Path | None = None) -> list[str]:
+    """Everything worth a warning at start: the config file's mode, misspelt environment names."""
+    return config_file_warnings(config_file) + environment_warnings()
 
 
 def config_file_warnings(config_file: Path | None = None) -> list[str]:
@@ -290,19 +446,75 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     `ATOMS_CONFIG`). Raises ConfigError with one line per bad field.
     """
     path = resolve_config_file(config_file)
-    if config_file is not None and not config_file.exists():
-        raise ConfigError(f"config error: config file {path} does not exist; fix: create it or pass another --config")
+    toml_data: dict[str, Any] = {}
     if path is not None:
-        try:
-            tomllib.loads(path.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"config error: cannot read {path}: {exc}; fix: correct the TOML syntax") from None
+        toml_data = _read_toml(path, "--config" if config_file is not None else "ATOMS_CONFIG")
     cls: type[Settings] = type(
         "Settings", (Settings,), {"model_config": {**Settings.model_config, "toml_file": path}})
+    scrub = SecretScrubber(_candidate_keys(toml_data, overrides))
     try:
         return cls(**overrides)
     except ValidationError as exc:
-        raise ConfigError("\n".join(_describe(e) for e in exc.errors())) from None
+        lines = dict.fromkeys(_describe(e, scrub) for e in exc.errors())  # one line per distinct problem
+        raise ConfigError("\n".join(lines)) from None
+    except SettingsError as exc:
+        # A source could not parse a value: today only JSON for dict fields (ATOMS_VARIABLES).
+        raise ConfigError(_describe_source_error(exc, scrub)) from None
+
+
+def _read_toml(path: Path, given_by: str) -> dict[str, Any]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"config error: config file {path} does not exist; fix: create it or "
+                          f"correct {given_by}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config error: config file {path} is a folder; fix: give the path of "
+                          f"config.toml in {given_by}") from None
+    except OSError as exc:
+        raise ConfigError(f"config error: cannot read config file {path}: {exc.strerror}; fix: check "
+                          "its permissions (the service user must be able to read it)") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config error: config file {path} is not UTF-8 text (byte {exc.start + 1}); "
+                          "fix: save it as UTF-8") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        # The message names line and column, never the value.
+        raise ConfigError(f"config error: {path} is not valid TOML: {exc}; fix: correct the TOML "
+                          "syntax") from None
+
+
+def _candidate_keys(toml_data: dict[str, Any], overrides: dict[str, Any]) -> list[str]:
+    """Every value given for `api_key` in any source, before validation: scrubbed from errors."""
+    found = [os.environ[n] for n in os.environ if n.upper() == env_name("api_key")]
+    creds = os.environ.get("CREDENTIALS_DIRECTORY")
+    if creds:
+        try:
+            found.append((Path(creds) / "atoms_api_key").read_text(errors="replace").strip())
+        except OSError:
+            pass
+    for source in (toml_data, overrides):
+        value = source.get("api_key")
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if isinstance(value, str):
+            found.append(value)
+    # Each line of a multi-line key too: an error may show one of them.
+    return [*found, *(line for value in found for line in re.split(r"[\r\n]+", value))]
+
+
+def _describe_source_error(exc: SettingsError, scrub: SecretScrubber) -> str:
+    match = re.search(r'field "(\w+)"', str(exc))
+    field = match.group(1) if match else ""
+    cause = exc.__cause__
+    detail = f": {scrub.text(str(cause))}" if cause is not None else ""
+    if field in Settings.model_fields:
+        return (f"config error: {env_name(field)} (config.toml: {field}) is not valid JSON{detail}; "
+                'fix: a JSON object such as {"customer_name": "Ada", "tier": 2}')
+    return f"config error: {scrub.text(str(exc))}; fix: correct that value"
 
 
 if TYPE_CHECKING:

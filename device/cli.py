@@ -42,8 +42,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     from device.service.cpu import pin_process
 
     pin_process(settings.cpu_affinity)
+    from device.service.control import ControlSocketError
+    from device.service.instance import EXIT_ALREADY_RUNNING, AlreadyRunning
+
     service = ApplianceService(settings)
-    return service.run()
+    try:
+        return service.run()
+    except AlreadyRunning as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ALREADY_RUNNING
+    except ControlSocketError as exc:
+        print(f"config error: ATOMS_CONTROL_SOCKET (config.toml: control_socket): {exc}; fix: choose a "
+              "path in a folder this user may write (the service unit gets /run/atoms-appliance)",
+              file=sys.stderr)
+        return EXIT_CONFIG
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -82,6 +94,8 @@ def cmd_ctl(args: argparse.Namespace) -> int:
         return 1
     if args.json or args.command != "status" or not reply.get("ok"):
         print(json.dumps(reply, indent=2))
+        if reply.get("note") and not args.json:
+            print(f"note: {reply['note']}", file=sys.stderr)   # the command changed nothing
     else:
         print(format_status(reply["status"]))
     return 0 if reply.get("ok") else 1

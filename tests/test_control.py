@@ -52,9 +52,11 @@ def test_status_and_bad_requests(server) -> None:  # type: ignore[no-untyped-def
 
 def test_stale_socket_is_replaced_and_removed_on_stop(tmp_path: Path) -> None:
     path = tmp_path / "c.sock"
-    first = ControlServer(path, lambda e: None, dict)
-    first.bind()
-    second = ControlServer(path, lambda e: None, dict)  # the previous run died without cleaning up
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # a previous run that died uncleanly
+    dead.bind(str(path))
+    dead.close()
+    assert path.exists()
+    second = ControlServer(path, lambda e: None, dict)
     second.bind()
     second.start()
     assert send_command(path, "status")["ok"]
@@ -63,10 +65,24 @@ def test_stale_socket_is_replaced_and_removed_on_stop(tmp_path: Path) -> None:
     assert not path.exists()
 
 
+def test_a_live_socket_is_never_deleted(tmp_path: Path) -> None:
+    from device.service.control import ControlSocketError
+
+    path = tmp_path / "c.sock"
+    first = ControlServer(path, lambda e: None, dict)
+    first.bind()   # bound and listening: connections queue even before its thread runs
+    with pytest.raises(ControlSocketError, match="another running process"):
+        ControlServer(path, lambda e: None, dict).bind()
+    first.start()
+    assert send_command(path, "status")["ok"]   # the first one still answers on its socket
+    first.stop()
+    assert first.join(3)
+
+
 def test_refuses_to_replace_a_regular_file(tmp_path: Path) -> None:
     path = tmp_path / "c.sock"
     path.write_text("not a socket")
-    with pytest.raises(OSError, match="not a socket"):
+    with pytest.raises(OSError, match="not a socket"):   # ControlSocketError is an OSError
         ControlServer(path, lambda e: None, dict).bind()
 
 
@@ -96,7 +112,7 @@ def dump_server(tmp_path: Path):  # type: ignore[no-untyped-def]
 def test_dump_audio_replies_with_what_the_service_wrote(dump_server) -> None:  # type: ignore[no-untyped-def]
     srv, _, calls = dump_server
     assert send_command(srv.path, "dump_audio") == DUMPED
-    assert calls == ["control-socket"] and srv.bad_requests == 0
+    assert calls == ["control-slow_0"] and srv.bad_requests == 0   # not the socket thread
 
 
 def test_without_a_dump_callback_dump_audio_is_refused() -> None:

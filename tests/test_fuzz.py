@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import json
-import select
 import socket
 import tempfile
 import threading
@@ -309,37 +308,46 @@ def test_control_handle_answers_anything(line: bytes) -> None:
 @settings(max_examples=100, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.one_of(st.binary(max_size=200), control_lines.map(lambda b: b + b"\n")), max_size=8))
 def test_control_stream_reader_with_arbitrary_chunks(chunks: list[bytes]) -> None:
-    """The per-connection reader (`_serve`): arbitrary chunking, lines split anywhere, too-long
-    requests; it replies once per complete line (or once, and hangs up, for an overlong one)."""
+    """The running server's per-connection reader: arbitrary chunking, lines split anywhere,
+    too-long requests; it replies once per complete line (or once, and hangs up, for an overlong one)."""
     events: list[Event] = []
-    server = control_server(events)
-    client, conn = socket.socketpair()
-    with client, conn:
-        conn.setblocking(False)
-        client.settimeout(2)
-        buf = bytearray()
-        open_ = True
-        for chunk in chunks:
-            client.sendall(chunk)
-            # As the selector loop does: serve while the connection has something to read.
-            while open_ and select.select([conn], [], [], 0)[0]:
-                open_ = server._serve(conn, buf)
-            if not open_:
-                break
-        expected = b"".join(chunks).count(b"\n")
-        data = b""
-        # Read exactly what must have come back: one reply per line, or up to the refusal.
-        while (b"request too long" not in data) if not open_ else (data.count(b"\n") < expected):
-            part = client.recv(65536)
-            if not part:
-                break
-            data += part
+    with tempfile.TemporaryDirectory() as tmp:
+        server = ControlServer(Path(tmp) / "c.sock", events.append, lambda: {"call_state": "idle"},
+                               lambda: DUMP_REPLY)
+        server.bind()
+        server.start()
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+                client.settimeout(2)
+                client.connect(str(server.path))
+                sent = b"".join(chunks)
+                # A line longer than the limit (terminated or not) is refused and the server hangs up;
+                # every complete line before it gets its reply.
+                lines = sent.split(b"\n")
+                too_long = [i for i, line in enumerate(lines) if len(line) > 4096]
+                overlong = bool(too_long)
+                expected = too_long[0] if overlong else sent.count(b"\n")
+                try:
+                    for chunk in chunks:
+                        client.sendall(chunk)
+                except (BrokenPipeError, ConnectionResetError):
+                    assert overlong   # it hung up on the overlong request while the rest was sent
+                data = b""
+                while (b"request too long" not in data) if overlong else (data.count(b"\n") < expected):
+                    part = client.recv(65536)
+                    if not part:
+                        break
+                    data += part
+        finally:
+            server.stop()
+            assert server.join(3)
     replies = [json.loads(line) for line in data.splitlines()]
     assert all(isinstance(r.get("ok"), bool) for r in replies)
-    if open_:
-        assert len(replies) == expected == server.requests
-    else:
+    if overlong:
         assert replies[-1] == {"ok": False, "error": "request too long"}
+        assert len(replies) == expected + 1
+    else:
+        assert len(replies) == expected == server.requests
 
 
 # -- the state machine and the service applying it ---------------------------------------------------

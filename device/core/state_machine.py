@@ -64,6 +64,7 @@ from dataclasses import replace
 from typing import Any, Final
 
 from device.core.events import (
+    COMMAND_NAMES,
     TIMER_NAMES,
     Action,
     Activity,
@@ -387,7 +388,9 @@ def _on_session_started(config: MachineConfig, state: MachineState, event: Sessi
         return state, (Disconnect(),)  # a session nobody wants any more (see above)
     if state.call is CallState.IN_CALL:
         return state, _NOTHING  # a duplicate session.created changes nothing
-    new = replace(state, call=CallState.IN_CALL, agent_speaking=False, call_up=True)
+    # Recovered from an auth or network error: `last_error` clears (a hardware fault still on stays).
+    error = state.last_error if state.hardware_faults else None
+    new = replace(state, call=CallState.IN_CALL, agent_speaking=False, call_up=True, last_error=error)
     # A new call starts every limit; a reconnect restarts only the idle one (the call goes on).
     limits = _NOTHING if state.call_up or config.mode is not CallMode.BUTTON else \
         _limit_timers(config, config.max_call_seconds, "max_warning", "max_call")
@@ -444,7 +447,10 @@ def _on_hardware_lost(config: MachineConfig, state: MachineState, event: Hardwar
 
 
 def _on_hardware_back(config: MachineConfig, state: MachineState, event: HardwareBack) -> _Step:
-    return replace(state, hardware_faults=state.hardware_faults - {event.device}), _NOTHING
+    faults = state.hardware_faults - {event.device}
+    # The last device back: its error clears (unless the call is stuck on a rejected key).
+    keep = bool(faults) or state.call is CallState.AUTH_ERROR
+    return replace(state, hardware_faults=faults, last_error=state.last_error if keep else None), _NOTHING
 
 
 def _on_timer(config: MachineConfig, state: MachineState, event: TimerExpired) -> _Step:
@@ -533,3 +539,29 @@ def step(config: MachineConfig, state: MachineState, event: Event) -> Transition
         return _finish(config, state, state, _NOTHING)  # an event type this machine predates
     new, body = handler(config, state, event)
     return _finish(config, state, new, body)
+
+
+def describe_command(config: MachineConfig, state: MachineState, name: str) -> str | None:
+    """What a `ctl` command would not do in `state`: a note for the reply, or None when it acts.
+
+    Pure, and derived from `step` itself (a command that changes neither the state nor starts
+    anything does nothing), so the note can never disagree with what the machine then does. The
+    control thread calls it with the state the main thread last published.
+    """
+    if name not in COMMAND_NAMES or state.shutting_down:
+        return "the service is stopping" if state.shutting_down else None
+    transition = step(config, state, Command(name))
+    if transition.state != state or any(not isinstance(a, (ShowLeds, SetMicGate)) for a in transition.actions):
+        return None
+    where = state.call.value.replace("_", " ")
+    if name in ("talk_start", "talk_stop") and config.mode is not CallMode.PUSH_TO_TALK:
+        return f"nothing to do: {name.replace('_', '-')} works only in push_to_talk mode (call_mode is {config.mode.value})"
+    notes = {
+        "call": f"nothing to do: a call is already {where}",
+        "hangup": f"nothing to do: there is no call to hang up ({where})",
+        "mute": "nothing to do: already muted",
+        "unmute": "nothing to do: already unmuted",
+        "talk_start": "nothing to do: already talking",
+        "talk_stop": "nothing to do: not talking",
+    }
+    return notes.get(name, f"nothing to do ({where})")

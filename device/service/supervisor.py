@@ -70,6 +70,8 @@ from device.service.event_schema import (
     TranscriptEvent,
     VolumeEvent,
 )
+from device.service.instance import InstanceLock
+from device.service.outage import Outage
 from device.service.persist import PersistentState
 from device.service.sdnotify import SystemdNotifier
 from device.service.settings import Settings
@@ -88,6 +90,8 @@ from hw.registry import audio_backend_from_settings, controls_from_settings
 log = logging.getLogger(__name__)
 
 TICK: Final = 0.25
+# Call states in which the session client's last error is current (it is trying, or was refused).
+_SESSION_TROUBLE: Final = frozenset({CallState.CONNECTING, CallState.RECONNECTING, CallState.AUTH_ERROR})
 MAX_PENDING_EVENTS: Final = 1000
 WATCHDOG_STALE: Final = 5.0  # an audio thread without progress for this long is stuck
 LEVELS_INTERVAL: Final = 0.1  # the event stream's level meter: about 10 a second
@@ -144,6 +148,8 @@ class ApplianceService:
                                     max_call_seconds=settings.max_call_seconds,
                                     call_warning_seconds=settings.call_warning_seconds)
         self.persist = PersistentState(settings.state_dir)
+        self.instance = InstanceLock(settings.control_socket, settings.state_dir)
+        self.stats_writes = Outage(log, f"writing stats to {settings.stats_file}")
         self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()  # put() is reentrant: signal-safe
         self.dropped_events = 0
         # The one injection point: the backends the settings name (hw.registry), unless a test
@@ -194,7 +200,8 @@ class ApplianceService:
         self.hub = EventHub(settings.event_stream_buffer_bytes)
         self._next_levels = 0.0
         self.control = ControlServer(settings.control_socket, self.post, self.status, self.dump_audio,
-                                     self.say, self.volume_command, self.hub)
+                                     self.say, self.volume_command, self.hub,
+                                     note=self.command_note)
         self.state = MachineState()
         self.leds = LedState()
         self.transcripts: list[tuple[str, str]] = []
@@ -246,6 +253,11 @@ class ApplianceService:
     def status(self) -> dict[str, Any]:
         """The last published status snapshot (any thread; never contains the key)."""
         return self._status
+
+    def command_note(self, cmd: str) -> str | None:
+        """What `cmd` will not do in the state the main thread last published (the control thread
+        calls this; `self.state` is an immutable value replaced whole, so reading it is safe)."""
+        return state_machine.describe_command(self.config, self.state, cmd)
 
     def request_stop(self) -> None:
         self.post(Shutdown())
@@ -315,6 +327,8 @@ class ApplianceService:
 
     def start(self) -> None:
         """Bring up audio, the control socket and the controls (no network needed for any)."""
+        # First: a second copy must stop before it touches the socket, the devices or state.json.
+        self.instance.acquire()
         if self.install_signals and threading.current_thread() is threading.main_thread():
             self._install_signal_handlers()
         self.control.bind()
@@ -522,7 +536,9 @@ class ApplianceService:
             "call_id": c.call_id, "link": c.state.value, "sample_rate": self.pipeline.stream_format.rate,
             "volume": self.volume.level,
             "volume_control": "hardware" if self.volume.mixer is not None else "software",
-            "last_error": s.last_error or c.last_error,
+            # The session's own error only while it is not up: once a call works again it is history.
+            "last_error": s.last_error or (c.last_error if s.call in _SESSION_TROUBLE else None),
+            "mute_saved": self.persist.unsaved is None,
             "last_call": self.last_call, "timers": self.timers.remaining(),
             "leds": {"status": self.leds.status.value, "mute": self.leds.mute,
                      "speaking": self.leds.speaking, "indicator": self.leds.indicator.value},
@@ -552,6 +568,10 @@ class ApplianceService:
             "texts_sent": c.texts_sent, "calls_ended": dict(self.calls_ended),
             "conversations_saved": self.saver.store.saved if self.saver is not None else 0,
             "conversation_save_failures": self.saver.failed if self.saver is not None else 0,
+            "mute_save_failures": self.persist.saves.failures,
+            "stats_write_failures": self.stats_writes.failures,
+            "control_clients": self.control.clients_now,
+            **{f"control_{kind}": n for kind, n in self.control.counters.items()},
         }
 
     def stats(self) -> dict[str, Any]:
@@ -577,7 +597,9 @@ class ApplianceService:
         try:
             write_json_atomic(self.settings.stats_file, self.stats())
         except OSError as exc:
-            log.error("cannot write stats to %s: %s", self.settings.stats_file, exc)
+            self.stats_writes.failed(exc)   # logged once per outage (a full disk repeats every interval)
+        else:
+            self.stats_writes.ok()
 
     def shutdown(self) -> None:
         """Stop everything in order; idempotent. A call still up gets its `session.close`."""
@@ -616,5 +638,6 @@ class ApplianceService:
                 log.error("cannot write the debug recording to %s: %s", self.recorder.directory, exc)
         self.write_stats()
         self.notifier.close()
+        self.instance.release()
         log.info("stopped")
 

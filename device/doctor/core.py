@@ -7,11 +7,16 @@ the JSON or a bug report, whatever an exception or a server put in a message.
 """
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import logging
+import os
+import sys
+import tempfile
 import time
-from collections.abc import Callable, Iterable
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
@@ -75,6 +80,35 @@ class Redactor(SecretScrubber):
     def result(self, result: CheckResult) -> CheckResult:
         return replace(result, detail=self.text(result.detail), fix=self.text(result.fix),
                        data=self.data(result.data))
+
+
+@contextlib.contextmanager
+def quiet_libraries(what: str) -> Iterator[None]:
+    """Keep alsa-lib's and gpiozero's own chatter off the screen while `what` runs: the doctor's
+    line for it says what went wrong, in words a person can act on.
+
+    alsa-lib prints its errors from C straight to file descriptor 2 (pyalsaaudio does not expose
+    `snd_lib_error_set_handler`), so fd 2 is pointed at a temporary file meanwhile; Python warnings
+    (gpiozero's PinFactoryFallback) are caught. Both are logged at DEBUG (`ATOMS_LOG_LEVEL=DEBUG`).
+    Main thread only: fd 2 and the warnings filters are process-wide.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            text = captured.read(64 * 1024).decode("utf-8", "replace").strip()
+            if text:
+                log.debug("%s: library messages: %s", what, text)
+            for warning in caught:
+                log.debug("%s: library warning: %s", what, warning.message)
 
 
 def describe_exception(exc: BaseException) -> str:

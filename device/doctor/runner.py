@@ -35,6 +35,7 @@ from device.doctor.core import (
     describe_exception,
     failed,
     format_result,
+    quiet_libraries,
     run_check,
     summary,
     to_json,
@@ -171,17 +172,21 @@ def _hardware(out: Checklist, env: DoctorEnv, settings: Settings) -> None:
     backend: list[AudioBackend] = []
 
     def device(direction: Direction, rate: int) -> CheckResult:
-        if not backend:
-            backend.append(env.audio_backend(settings))
-        return check_audio_device(direction, backend[0], rate, settings.period_ms,
-                                  settings.playback_buffer_periods, env.proc_root)
+        with quiet_libraries(f"opening the {direction} device"):
+            if not backend:
+                backend.append(env.audio_backend(settings))
+            return check_audio_device(direction, backend[0], rate, settings.period_ms,
+                                      settings.playback_buffer_periods, env.proc_root)
+
+    def gpio() -> CheckResult:
+        with quiet_libraries("claiming the pins"):
+            return checks.check_gpio(settings.gpio_backend, lambda: env.controls(settings))
 
     out.run("microphone", f"opening {settings.capture_device!r}", lambda: device("capture", DSP_RATE))
     out.run("speaker", f"opening {settings.playback_device!r}", lambda: device("playback", settings.sample_rate))
     if backend:
         backend[0].close()
-    out.run("gpio", "claiming the pins",
-            lambda: checks.check_gpio(settings.gpio_backend, lambda: env.controls(settings)))
+    out.run("gpio", "claiming the pins", gpio)
 
 
 def main(args: argparse.Namespace, stdout: TextIO | None = None) -> int:

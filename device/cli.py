@@ -30,7 +30,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         overrides["gpio_backend"] = "keyboard"   # the controls backend, built by hw.registry as any other
     settings = _load(args, **overrides)
     secret = settings.api_key.get_secret_value() if settings.api_key else ""
-    setup_logging(settings.log_level, settings.log_format, secrets=[secret])
+    controls = None
+    log_stream = None
+    if args.keys:
+        from hw.keyboard import KeyboardControls
+        from hw.registry import controls_backend
+
+        controls = controls_backend("keyboard")
+        if isinstance(controls, KeyboardControls):
+            log_stream = controls.above(sys.stderr)   # log lines scroll above the LED line
+    setup_logging(settings.log_level, settings.log_format, secrets=[secret], stream=log_stream)
     # The systemd watchdog kills with SIGABRT: let every thread's stack reach the journal.
     faulthandler.enable()
     for warning in setting_warnings(getattr(args, "config", None)):

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import atexit
 import codecs
+import io
 import logging
 import os
 import select
@@ -34,7 +35,7 @@ import termios
 import threading
 import tty
 from collections.abc import Callable
-from typing import Any, Final, Protocol, TextIO
+from typing import Any, Final, Protocol, TextIO, cast
 
 from hw.controls import (
     ButtonEvent,
@@ -177,6 +178,10 @@ class KeyboardControls(Controls):
             tty.setcbreak(self._fd)
             atexit.register(self._restore_terminal)
         self._write_above(HELP)
+        # Drawn from the start: the first LED state (all off when idle) equals the default, so
+        # the service's first `show` would otherwise draw nothing until something changes.
+        self.leds = LedState()
+        self._draw(self.leds)
         self._reader = _KeyReader(self._fd, self._feed)
         self._reader.start()
 
@@ -275,6 +280,28 @@ class KeyboardControls(Controls):
         status = self.render(self.leds) if self.leds is not None else ""
         self._write(f"{_CLEAR_LINE}{text}\n{status}")
 
+    def above(self, stream: TextIO) -> TextIO:
+        """`stream` (the log's stderr) wrapped so each write clears the status line first and
+        redraws it after: log lines then scroll above it instead of being glued to it."""
+        return cast(TextIO, _AboveStatusLine(self, stream))
+
+    def _write_other(self, stream: TextIO, text: str) -> None:
+        if not self._tty_out or self._closed:
+            stream.write(text)
+            stream.flush()
+            return
+        with self._out_lock:
+            try:
+                self._out.write(_CLEAR_LINE)
+                self._out.flush()
+                stream.write(text)
+                stream.flush()
+                if text.endswith("\n") and self.leds is not None:
+                    self._out.write(self.render(self.leds))
+                    self._out.flush()
+            except (OSError, ValueError) as exc:
+                log.debug("cannot draw the LEDs: %s", exc)
+
     def _write(self, text: str) -> None:
         with self._out_lock:
             try:
@@ -290,6 +317,31 @@ class KeyboardControls(Controls):
                 termios.tcsetattr(self._fd, termios.TCSADRAIN, saved)
             except (OSError, termios.error) as exc:
                 log.warning("cannot restore the terminal mode: %s", exc)
+
+
+class _AboveStatusLine(io.TextIOBase):
+    """A text stream whose writes go above the keyboard's status line (see `above`)."""
+
+    def __init__(self, keys: KeyboardControls, stream: TextIO) -> None:
+        self._keys = keys
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._keys._write_other(self._stream, text)
+        return len(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return self._stream.encoding
 
 
 def _isatty(stream: TextIO) -> bool:

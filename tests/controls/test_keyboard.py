@@ -143,6 +143,7 @@ def test_show_draws_the_status_line(make_keys: Callable[..., Keys]) -> None:
     keys.controls.show(LedState(status=StatusPattern.ON, mute=True, speaking=True))
     lines = keys.out.getvalue().splitlines()[1:]  # after the help line
     assert lines == [
+        "[status: \u25cb] [mute: \u25cb] [speaking: \u25cb]",   # drawn from the start
         "[status: \u25cf blinking] [mute: \u25cb] [speaking: \u25cb]",
         "[status: \u25cf on] [mute: \u25cf muted] [speaking: \u25cf speaking]",
     ]
@@ -158,6 +159,21 @@ def test_terminal_output_redraws_in_place_with_colours(make_keys: Callable[..., 
     assert "auth error" in drawn
     keys.controls.close()
     assert keys.out.getvalue().endswith("\n")  # the status line is left behind, not overwritten
+
+
+def test_the_led_line_is_drawn_at_start_and_log_lines_scroll_above_it(make_keys: Callable[..., Keys]) -> None:
+    out = TtyStringIO()
+    keys = make_keys(out=out)
+    idle = keys.controls.render(LedState())
+    assert out.getvalue().endswith(idle)   # before any `show`: the idle LEDs (all off) are drawn
+    log = keys.controls.above(out)         # the same terminal, as stderr and stdout usually are
+    log.write("12:00:00 INFO device: a log line\n")
+    after = out.getvalue()
+    # The status line is cleared, the log line printed on its own line, the status line redrawn.
+    assert after.endswith(f"{idle}\r\x1b[2K12:00:00 INFO device: a log line\n{idle}")
+    keys.controls.show(LedState(mute=True))
+    log.write("another\n")
+    assert out.getvalue().endswith("another\n" + keys.controls.render(LedState(mute=True)))
 
 
 def test_close_is_idempotent_and_stops_the_reader(make_keys: Callable[..., Keys]) -> None:

@@ -37,6 +37,8 @@ readonly DROPIN=$UNIT_DIR/$UNIT.d/credential.conf
 readonly BLOCK_BEGIN="# >>> atoms-appliance hardware profile"
 readonly BLOCK_END="# <<< atoms-appliance hardware profile"
 readonly ASOUND_MARK="# atoms-appliance hardware profile:"
+readonly CONFIG_BEGIN="# >>> atoms-appliance hardware profile settings"
+readonly CONFIG_END="# <<< atoms-appliance hardware profile settings"
 
 SRC_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 readonly SRC_DIR
@@ -362,7 +364,7 @@ install_config() {
             fi
             if [[ -n "$HARDWARE" ]]; then
                 echo
-                cat "$SRC_DIR/deploy/hardware/$HARDWARE/config.toml"
+                profile_config_block
             fi
         } >"$conf"
         install_file "$conf" "$CONFIG" 0640 "$SERVICE_USER"
@@ -370,9 +372,57 @@ install_config() {
         log "wrote $CONFIG"
     else
         set_owner_mode "$CONFIG" 0640 "$SERVICE_USER"
-        [[ -z "$HARDWARE" && -z "$AGENT_ID" ]] ||
-            log "kept the existing $CONFIG (profile defaults: $OPT/share/hardware/${HARDWARE:-NAME}/config.toml)"
+        if [[ -n "$HARDWARE" ]]; then
+            update_profile_settings
+        elif [[ -n "$AGENT_ID" ]]; then
+            log "kept the existing $CONFIG: set agent_id there yourself"
+        fi
     fi
+}
+
+# The profile's settings, between markers so that another --hardware can replace them. Written
+# before any [table] of the file: keys after a table header would belong to that table.
+profile_config_block() {
+    echo "$CONFIG_BEGIN: $HARDWARE (install.sh --hardware NAME replaces this block)"
+    cat "$SRC_DIR/deploy/hardware/$HARDWARE/config.toml"
+    echo "$CONFIG_END"
+}
+
+# Re-run with --hardware on an existing config.toml: replace our marked block (the rest of the
+# file is the user's and stays as it is). A file without our block is not touched: we say how.
+update_profile_settings() {
+    local file="$ROOT$CONFIG" defaults="$OPT/share/hardware/$HARDWARE/config.toml" tmp
+    if ! grep -qF "$CONFIG_BEGIN" "$file"; then
+        log "kept the existing $CONFIG: it has no profile block of ours, so the '$HARDWARE' settings" \
+            "were NOT applied; copy the lines of $defaults into it (replacing any earlier" \
+            "capture_device, playback_device, aec and pin lines) and restart the service"
+        return 0
+    fi
+    if grep -qF "$CONFIG_BEGIN: $HARDWARE (" "$file"; then
+        return 0   # the same profile again: nothing to change (edits inside the block are kept)
+    fi
+    local block
+    block=$(mktemp)
+    tmp=$(mktemp)
+    profile_config_block >"$block"
+    # In place of the old block, so it stays where it was (before any [table]).
+    awk -v begin="$CONFIG_BEGIN" -v end="$CONFIG_END" -v block="$block" '
+        index($0, begin) == 1 { skip = 1; while ((getline line < block) > 0) print line; next }
+        skip && index($0, end) == 1 { skip = 0; next }
+        !skip { print }
+    ' "$file" >"$tmp"
+    rm -f "$block"
+    # The user may have set one of the profile's keys outside the block: TOML forbids a key twice.
+    if command -v python3 >/dev/null && python3 -c 'import tomllib' 2>/dev/null &&
+        ! python3 -c 'import sys, tomllib; tomllib.load(open(sys.argv[1], "rb"))' "$tmp" 2>/dev/null; then
+        rm -f "$tmp"
+        log "WARNING: kept $CONFIG unchanged: with the '$HARDWARE' settings it would set a key twice;" \
+            "remove your own capture_device/playback_device/aec/pin lines or edit the block by hand"
+        return 0
+    fi
+    cat "$tmp" >"$file"   # in place: keep owner and mode
+    rm -f "$tmp"
+    log "updated the hardware profile settings in $CONFIG to '$HARDWARE' (the rest of the file is kept)"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -528,8 +578,16 @@ apply_hardware() {
     if bootcfg=$(boot_config); then
         write_boot_block "$ROOT$bootcfg" "$dir/config.txt"
         record block "$bootcfg"
-    else
-        log "no /boot/firmware/config.txt: skipped the firmware settings of '$HARDWARE'"
+    elif grep -qv '^[[:space:]]*\(#.*\)\?$' "$dir/config.txt"; then
+        # The profile needs firmware lines (an overlay for its sound card): without them the card
+        # never appears, and the service would fail with "no such device" much later.
+        log "WARNING: ************************************************************************"
+        log "WARNING: no /boot/firmware/config.txt (or /boot/config.txt) under ${ROOT:-/}:"
+        log "WARNING: the '$HARDWARE' profile's firmware settings were NOT applied. Add these"
+        log "WARNING: lines to the firmware config.txt yourself and reboot, or the sound card"
+        log "WARNING: will not appear:"
+        grep -v '^[[:space:]]*\(#.*\)\?$' "$dir/config.txt" | sed 's/^/        /' >&2
+        log "WARNING: ************************************************************************"
     fi
 }
 
@@ -688,6 +746,14 @@ main() {
         log "the API key changed: systemctl restart $APP (a reload does not re-read credentials)"
     fi
     run_doctor
+    if [[ -n "$ROOT" ]]; then
+        # Say exactly what was staged, so an image build can be checked (and nothing is a surprise).
+        log "staged into $ROOT:"
+        grep -v '^#' "$ROOT$MANIFEST" | while read -r kind path; do
+            printf '    %-8s %s\n' "$kind" "$ROOT$path" >&2
+        done
+        printf '    %-8s %s\n' config "$ROOT$CONFIG" >&2
+    fi
     log "done"
 }
 

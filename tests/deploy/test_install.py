@@ -249,8 +249,53 @@ def test_switching_profiles_replaces_the_block(root: Path) -> None:
     assert "usb-mic-analog-speaker" in boot
     assert (root / "etc/asound.conf").read_bytes() == \
         (REPO / "deploy/hardware/usb-mic-analog-speaker/asound.conf").read_bytes()
-    # The first profile's config defaults stay: config.toml is written once.
-    assert "i2s-mems-max98357a" in (root / CONFIG).read_text()
+    # The profile's settings block of config.toml follows the new profile; the rest stays.
+    config = (root / CONFIG).read_text()
+    assert "i2s-mems-max98357a" not in config and config.count("# >>> atoms-appliance hardware profile settings") == 1
+    assert "# >>> atoms-appliance hardware profile settings: usb-mic-analog-speaker" in config
+    assert (REPO / "deploy/hardware/usb-mic-analog-speaker/config.toml").read_text() in config
+
+
+def test_another_profile_keeps_the_users_lines_and_refuses_duplicates(root: Path) -> None:
+    run_install("--root", str(root), "--no-venv", "--hardware", "respeaker-2mic", "--agent-id", "mine")
+    config = root / CONFIG
+    config.write_text(config.read_text() + '\n[variables]\ncustomer = "Ada"\n')
+    result = run_install("--root", str(root), "--no-venv", "--hardware", "usb-speakerphone")
+    text = config.read_text()
+    assert 'agent_id = "mine"' in text and 'customer = "Ada"' in text and "respeaker" not in text
+    assert text.index("hardware profile settings") < text.index("[variables]")   # top level, not a variable
+    assert "updated the hardware profile settings" in result.stderr
+    import tomllib
+    tomllib.loads(text)
+    # A key the user set outside the block: the update would set it twice, so the file is kept.
+    config.write_text('capture_device = "mine"\n' + text)
+    before = config.read_text()
+    result = run_install("--root", str(root), "--no-venv", "--hardware", "respeaker-2mic")
+    assert config.read_text() == before and "set a key twice" in result.stderr
+
+
+def test_a_config_without_our_block_says_how(root: Path) -> None:
+    (root / "etc/atoms-appliance").mkdir()
+    (root / CONFIG).write_text('agent_id = "kept"\n', encoding="utf-8")
+    result = run_install("--root", str(root), "--no-venv", "--hardware", "usb-speakerphone")
+    assert (root / CONFIG).read_text() == 'agent_id = "kept"\n'
+    assert "were NOT applied" in result.stderr and "share/hardware/usb-speakerphone/config.toml" in result.stderr
+
+
+def test_a_profile_needing_config_txt_without_one_warns_loudly(tmp_path: Path) -> None:
+    bare = tmp_path / "bare"   # no /boot/firmware at all
+    result = run_install("--root", str(bare), "--no-venv", "--hardware", "respeaker-2mic")
+    assert "WARNING" in result.stderr and "NOT applied" in result.stderr
+    assert "dtoverlay=respeaker-2mic-v2_0-overlay" in result.stderr   # the lines to add, shown
+    quiet = run_install("--root", str(tmp_path / "usb"), "--no-venv", "--hardware", "usb-speakerphone")
+    assert "WARNING" not in quiet.stderr    # a USB profile needs no firmware lines
+
+
+def test_root_names_the_staged_paths(root: Path) -> None:
+    result = run_install("--root", str(root), "--no-venv", "--hardware", "respeaker-2mic")
+    staged = result.stderr.split("staged into", 1)[1]
+    for path in (CONFIG, "etc/asound.conf", BOOT_CONFIG, UNITS[0], MANIFEST.rsplit("/", 1)[0]):
+        assert f"{root}/{path}" in staged, path
 
 
 def test_existing_config_is_never_overwritten(root: Path, key_file: Path) -> None:

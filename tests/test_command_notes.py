@@ -46,6 +46,9 @@ PTT = MachineConfig(mode=CallMode.PUSH_TO_TALK)
     (BUTTON, MachineState(call=CallState.IN_CALL), "hangup", None),
     (PTT, MachineState(call=CallState.IN_CALL), "talk_start", None),
     (BUTTON, MachineState(shutting_down=True), "call", "the service is stopping"),
+    (BUTTON, MachineState(hardware_faults=frozenset({"capture"}), last_error="capture lost: thread crashed"),
+     "call", "no call: the microphone is not working (capture lost: thread crashed)"),
+    (BUTTON, MachineState(hardware_faults=frozenset({"playback"})), "call", None),
 ])
 def test_notes(config: MachineConfig, state: MachineState, cmd: str, note: str | None) -> None:
     got = state_machine.describe_command(config, state, cmd)
@@ -96,3 +99,19 @@ def test_last_error_clears_once_recovered() -> None:
     # A fault still on survives a reconnect.
     lost = step(BUTTON, MachineState(call=CallState.RECONNECTING), HardwareLost("capture", "x")).state
     assert step(BUTTON, lost, SessionStarted("s", "c", 16000)).state.last_error == "capture lost: x"
+
+
+def test_no_call_starts_without_a_microphone_but_one_in_progress_goes_on() -> None:
+    from device.core.events import Connect, PlayEarcon
+
+    lost = MachineState(hardware_faults=frozenset({"capture"}))
+    for config in (MachineConfig(mode=CallMode.BUTTON, earcons=True), MachineConfig(mode=CallMode.ALWAYS)):
+        t = state_machine.step(config, lost, Command("call"))
+        assert t.state.call is CallState.IDLE and not any(isinstance(a, Connect) for a in t.actions)
+    t = state_machine.step(MachineConfig(mode=CallMode.BUTTON, earcons=True), lost, Command("call"))
+    assert PlayEarcon("error") in t.actions
+    in_call = MachineState(call=CallState.IN_CALL)
+    t = state_machine.step(BUTTON, in_call, HardwareLost("capture", "thread crashed"))
+    assert t.state.call is CallState.IN_CALL and t.state.hardware_faults == {"capture"}
+    back = state_machine.step(BUTTON, lost, HardwareBack("capture")).state
+    assert state_machine.step(BUTTON, back, Command("call")).state.call is CallState.CONNECTING

@@ -222,6 +222,10 @@ def _finish(config: MachineConfig, old: MachineState, new: MachineState,
     return Transition(new, (*first, *body, *last, ShowLeds(leds_for(config, new)), _mic(config, new)))
 
 
+# A device without which no call is started (HardwareLost device names).
+NO_CALL_WITHOUT: Final = "capture"
+
+
 # -- building blocks -------------------------------------------------------------------------------
 def _timer(name: TimerName, seconds: float) -> tuple[Action, ...]:
     return (StartTimer(name, seconds),) if seconds > 0 else _NOTHING
@@ -252,9 +256,15 @@ def _call_over(state: MachineState, reason: EndReason) -> MachineState:
 
 
 def _start_call(config: MachineConfig, state: MachineState) -> _Step:
-    """Ask for a session; only from idle/auth_error (elsewhere one is already up or coming)."""
+    """Ask for a session; only from idle/auth_error (elsewhere one is already up or coming).
+
+    Not while the microphone is lost (its thread crashed or the device is gone): a call without
+    a microphone would only pretend to work. The error chime says no; the LED already blinks fast.
+    A call already up when the mic goes goes on (most losses are a second's USB glitch)."""
     if state.call not in _CALL_STARTABLE:
         return state, _NOTHING
+    if NO_CALL_WITHOUT in state.hardware_faults:
+        return state, _earcon(config, "error")
     return replace(state, call=CallState.CONNECTING, agent_speaking=False), (Connect(),)
 
 
@@ -550,6 +560,9 @@ def describe_command(config: MachineConfig, state: MachineState, name: str) -> s
     """
     if name not in COMMAND_NAMES or state.shutting_down:
         return "the service is stopping" if state.shutting_down else None
+    if name == "call" and state.call in _CALL_STARTABLE and NO_CALL_WITHOUT in state.hardware_faults:
+        # Refused by _start_call (only the error chime plays).
+        return f"no call: the microphone is not working ({state.last_error or 'capture lost'})"
     transition = step(config, state, Command(name))
     if transition.state != state or any(not isinstance(a, (ShowLeds, SetMicGate)) for a in transition.actions):
         return None

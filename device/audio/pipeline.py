@@ -78,11 +78,15 @@ class AudioPipeline:
                 out = dsp_process(frame)
                 observe(out)
                 return out
-        self.capture = CaptureThread(functools.partial(open_capture, backend, period_ms), process, uplink,
-                                     self._shared, self._clock, on_event, self.preroll)
-        self.playback = PlaybackThread(functools.partial(open_playback, backend, period_ms, buffer_periods),
-                                       period_ms, dsp.reference, jitter, self.local, self._shared,
-                                       self._clock, on_event, self.gain)
+        # Factories, so that a thread that died can be replaced by one with the same inputs.
+        self._make_capture = functools.partial(
+            CaptureThread, functools.partial(open_capture, backend, period_ms), process, uplink,
+            self._shared, self._clock, on_event, self.preroll)
+        self._make_playback = functools.partial(
+            PlaybackThread, functools.partial(open_playback, backend, period_ms, buffer_periods),
+            period_ms, dsp.reference, jitter, self.local, self._shared, self._clock, on_event, self.gain)
+        self.capture = self._make_capture()
+        self.playback = self._make_playback()
 
     # -- main thread --------------------------------------------------------------------------
     def start(self) -> None:
@@ -160,6 +164,24 @@ class AudioPipeline:
     def flush_latency(self) -> LatencyWindow:
         """Interruption -> device buffer dropped, per flush (seconds)."""
         return self.playback.flush_latency
+
+    def restart_capture(self) -> None:
+        """Replace a capture thread that died with a new one built from the same inputs (main
+        thread; the service's AudioThreadWatch decides when). Its counters carry on from the dead
+        one's (it wrote them last). A live thread is left alone."""
+        if not self.capture.alive:
+            thread = self._make_capture()
+            thread.counters = self.capture.counters
+            self.capture = thread
+            thread.start()
+
+    def restart_playback(self) -> None:
+        """Replace a playback thread that died with a new one (main thread), counters kept."""
+        if not self.playback.alive:
+            thread = self._make_playback()
+            thread.counters = self.playback.counters
+            self.playback = thread
+            thread.start()
 
     @property
     def alive(self) -> bool:

@@ -53,6 +53,7 @@ from device.core.events import (
 )
 from device.diagnostics.dumper import DebugDumper
 from device.diagnostics.recorder import DebugRecorder
+from device.service.audio_watch import RESTART_INITIAL, AudioThreadWatch, WatchedThread
 from device.service.call_records import ConversationSaver, RecordStore, save_last_call_id
 from device.service.control import DUMP_AUDIO_TIMEOUT, ControlServer
 from device.service.event_hub import EventHub
@@ -131,6 +132,7 @@ class ApplianceService:
         install_signals: bool = True,
         notifier: SystemdNotifier | None = None,
         watchdog_stale: float = WATCHDOG_STALE,
+        restart_initial: float = RESTART_INITIAL,
     ) -> None:
         settings.require_agent()
         self.settings = settings
@@ -195,6 +197,13 @@ class ApplianceService:
         if settings.conversation_keep > 0:
             self.saver = ConversationSaver(conversation_source(settings), RecordStore(
                 settings.state_dir, settings.conversation_keep, settings.conversation_max_bytes))
+        p = self.pipeline
+        self.audio_watch = AudioThreadWatch([
+            WatchedThread("capture", lambda: p.capture, p.restart_capture,
+                          lambda: p.capture.counters.frames_captured),
+            WatchedThread("playback", lambda: p.playback, p.restart_playback,
+                          lambda: p.playback.counters.periods_played),
+        ], self.post, watchdog_stale, restart_initial=restart_initial)
         self.session = SessionClient(session_config(settings), self.uplink, self._session_event,
                                      self.jitter.push, self._transcript, clock=self.clock)
         self.hub = EventHub(settings.event_stream_buffer_bytes)
@@ -501,6 +510,8 @@ class ApplianceService:
 
     def _tick(self) -> None:
         now = time.monotonic()
+        if not self.state.shutting_down:
+            self.audio_watch.check()   # a dead or stuck audio thread becomes a hardware fault
         self.pipeline.gain.measure = self.hub.wants_levels
         if self.pipeline.gain.measure and now >= self._next_levels:
             self._next_levels = now + LEVELS_INTERVAL
@@ -559,6 +570,8 @@ class ApplianceService:
             "malformed": c.malformed,
             "jitter_overflow_bytes": self.jitter.overflow_bytes,
             "discarded_agent_bytes": c.discarded_audio_bytes,
+            "capture_thread_restarts": self.audio_watch.restarts["capture"],
+            "playback_thread_restarts": self.audio_watch.restarts["playback"],
             "dropped_events": self.dropped_events,
             "event_subscribers": self.hub.subscribers,
             "event_subscribers_dropped": self.hub.dropped_subscribers,

@@ -134,6 +134,7 @@ class AudioBackend(ABC):
       each device is then used by one thread only.
     - `close()`: release what the backend itself holds (not the devices: their threads close
       them), after the devices are closed. Idempotent; the service calls it once at shutdown.
+    It may override `call_started()` (a no-op here), told when a call starts.
     """
 
     name: str = "abstract"
@@ -153,3 +154,7 @@ class AudioBackend(ABC):
         Raises `DeviceUnavailable` when there is none (the default: a backend without mixers)."""
         raise DeviceUnavailable(f"{self.name}:{device}",
                                 f"no hardware mixer control {control!r} in this backend")
+
+    def call_started(self) -> None:
+        """The application started a call (any thread). Real devices have nothing to do; the fake
+        mic starts its file here when told to (`capture_start="call"`). Not abstract: a no-op."""

@@ -353,8 +353,13 @@ class FakeAudioBackend(AudioBackend):
         clock_factory: ClockFactory = RealClock,
         room: FakeRoom | None = None,
         keep_history: bool = True,
+        capture_start: Literal["open", "call"] = "open",
     ) -> None:
         self.capture_file = capture_file
+        # "open": the mic plays its file once from when it opens; "call": from each call's start
+        # (`call_started`), silent before: a laptop session where pressing call gets an answer.
+        self.capture_start = capture_start
+        self._play_at_open = capture_start == "open"
         self.playback_file = playback_file
         self.clock_factory = clock_factory
         self.room = room
@@ -389,9 +394,10 @@ class FakeAudioBackend(AudioBackend):
                 gain_db = DEFAULT_ECHO_GAIN_DB
             room = FakeRoom.from_files(ROOM_MIC_RATE, settings.fake_echo_delay_ms, gain_db,
                                        settings.fake_echo_ir_file)
+        start: Literal["open", "call"] = "call" if settings.fake_capture_start == "call" else "open"
         return cls(capture_file=settings.fake_capture_file, playback_file=settings.fake_playback_file,
                    clock_factory=RealClock if settings.fake_realtime else UnpacedClock, room=room,
-                   keep_history=False)
+                   keep_history=False, capture_start=start)
 
     # -- controls for tests -------------------------------------------------------------------
     def inject(self, pcm: bytes) -> None:
@@ -472,10 +478,19 @@ class FakeAudioBackend(AudioBackend):
                 pcm = read_wav_mono16(self.capture_file, rate) if self.capture_file else b""
                 self._source = np.frombuffer(pcm, dtype="<i2")
                 self._source_rate = rate
-                self._source_pos = 0
+                self._source_pos = 0 if self._play_at_open else len(self._source)
                 if not len(self._source):
                     self.mic_exhausted.set()
         self.capture_opened.set()
+
+    def call_started(self) -> None:
+        """With `capture_start="call"`, the mic file plays (again) from its start now."""
+        if self.capture_start != "call":
+            return
+        with self._lock:
+            self._play_at_open = True   # a mic not open yet starts with the file
+            self._source_pos = 0
+            self.mic_exhausted.clear()
 
     def _take_source(self, frames: int) -> np.ndarray:
         """The next at most `frames` samples of the mic WAV (int16), advancing the position (lock held)."""

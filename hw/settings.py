@@ -43,6 +43,9 @@ class FakeAudioSettings(Protocol):
     def fake_playback_file(self) -> Path | None: ...
 
     @property
+    def fake_capture_start(self) -> str: ...   # "open" | "call": when the mic plays its file
+
+    @property
     def fake_realtime(self) -> bool: ...
 
     @property

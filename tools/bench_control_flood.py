@@ -1,7 +1,7 @@
 """Benchmark: a kiosk's `status` and `mute` round trips while another client floods the control
 socket with requests and never reads a reply (issue 13, item 3). Prints p50/p99/max in ms.
 
-    .venv/bin/python tools/bench_control_flood.py [--requests 300]
+    .venv/bin/python -m tools.bench_control_flood [--requests 300]
 
 Target: every `mute` answered within a fraction of a second (p99 < 50 ms, max < 250 ms on the
 host; the Pi is 5-10x slower) while the flooder is connected, and the flooder dropped once its
@@ -17,9 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from device.service.control import SEND_STALL_SECONDS, ControlServer, send_command  # noqa: E402
+from device.service.control import SEND_STALL_SECONDS, ControlServer, send_command
 
 # About the size of the service's real status reply (~60 counters).
 STATUS = {"call_state": "in_call", "muted": False, "leds": {"status": "on", "mute": False},

@@ -117,7 +117,10 @@ class Settings(BaseSettings):
     debug_record_seconds: float = Field(30.0, gt=0, le=600, description="seconds kept for debugging")
 
     # -- fakes (host development, demo, tests) ---------------------------------------------------
-    fake_capture_file: Path | None = Field(None, description="WAV the fake mic plays once")
+    fake_capture_file: Path | None = Field(None, description="WAV the fake mic plays")
+    fake_capture_start: Literal["open", "call"] = Field(
+        "open", description="when the fake mic plays its file: open (once, when the mic opens) | "
+        "call (from the start of each call: a laptop session where you press c and get an answer)")
     fake_playback_file: Path | None = Field(None, description="WAV the fake speaker records to")
     fake_realtime: bool = Field(True, description="pace the fakes in real time (false: as fast as possible)")
     fake_echo_delay_ms: float = Field(0.0, ge=0, le=1000, description="simulated room echo delay")

@@ -244,6 +244,7 @@ class ApplianceService:
         if isinstance(event, SessionStarted):
             # Before the first delta of the new session reaches the jitter buffer.
             self.pipeline.set_stream_format(event.format)
+            self.backend.call_started()   # the fake mic may start its file now (ATOMS_FAKE_CAPTURE_START)
         self.post(event)
 
     def _transcript(self, role: str, text: str) -> None:

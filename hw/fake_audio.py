@@ -354,12 +354,14 @@ class FakeAudioBackend(AudioBackend):
         room: FakeRoom | None = None,
         keep_history: bool = True,
         capture_start: Literal["open", "call"] = "open",
+        record_max_silence: float | None = None,
     ) -> None:
         self.capture_file = capture_file
         # "open": the mic plays its file once from when it opens; "call": from each call's start
         # (`call_started`), silent before: a laptop session where pressing call gets an answer.
         self.capture_start = capture_start
         self._play_at_open = capture_start == "open"
+        self.record_max_silence = record_max_silence   # WavRecorder.max_silence_seconds
         self.playback_file = playback_file
         self.clock_factory = clock_factory
         self.room = room
@@ -397,7 +399,8 @@ class FakeAudioBackend(AudioBackend):
         start: Literal["open", "call"] = "call" if settings.fake_capture_start == "call" else "open"
         return cls(capture_file=settings.fake_capture_file, playback_file=settings.fake_playback_file,
                    clock_factory=RealClock if settings.fake_realtime else UnpacedClock, room=room,
-                   keep_history=False, capture_start=start)
+                   keep_history=False, capture_start=start,
+                   record_max_silence=settings.fake_playback_max_silence_seconds or None)
 
     # -- controls for tests -------------------------------------------------------------------
     def inject(self, pcm: bytes) -> None:
@@ -558,7 +561,7 @@ class FakeAudioBackend(AudioBackend):
                     log.warning("fake speaker rate changed %d -> %d Hz; restarting %s",
                                 self._record_rate, rate, self.playback_file)
                     self._recorder.close()
-                self._recorder = WavRecorder(self.playback_file, rate)
+                self._recorder = WavRecorder(self.playback_file, rate, self.record_max_silence)
                 self._record_rate = rate
             if self._recorder is not None:
                 self._recorder.write(pcm)
@@ -572,5 +575,8 @@ class FakeAudioBackend(AudioBackend):
         """Finish the playback recording. Idempotent."""
         with self._lock:
             if self._recorder is not None:
+                if self._recorder.skipped_bytes:
+                    log.info("fake speaker: %.0f s of silence left out of %s (fake_playback_max_silence_seconds)",
+                             self._recorder.skipped_seconds, self.playback_file)
                 self._recorder.close()
                 self._recorder = None

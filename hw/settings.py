@@ -46,6 +46,9 @@ class FakeAudioSettings(Protocol):
     def fake_capture_start(self) -> str: ...   # "open" | "call": when the mic plays its file
 
     @property
+    def fake_playback_max_silence_seconds(self) -> float: ...   # longer silences left out of the recording
+
+    @property
     def fake_realtime(self) -> bool: ...
 
     @property

@@ -36,21 +36,46 @@ def write_wav_mono16(path: str | Path, pcm: bytes | bytearray | memoryview, samp
 class WavRecorder:
     """Appends PCM16 mono to a WAV file as it comes; the header is fixed up on `close`.
 
+    `max_silence_seconds` bounds the file in a long run: of a run of digital silence (all-zero
+    periods, what the fake speaker plays when nothing is queued) only the first that many seconds
+    are written, so an idle day costs nothing instead of ~115 MB an hour at 16 kHz; pauses
+    within speech (shorter) are kept exactly. None records everything.
+
     Owned by one thread (the fake speaker's playback thread). `close` is idempotent.
     """
 
-    def __init__(self, path: str | Path, sample_rate: int) -> None:
+    def __init__(self, path: str | Path, sample_rate: int, max_silence_seconds: float | None = None) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.sample_rate = sample_rate
+        self._max_silence_bytes = None if max_silence_seconds is None else int(max_silence_seconds * sample_rate) * 2
+        self._silence_run = 0          # bytes of the current run of silence
+        self.skipped_bytes = 0         # silence left out of the file
         self._wav: wave.Wave_write | None = wave.open(str(self.path), "wb")
         self._wav.setnchannels(1)
         self._wav.setsampwidth(2)
         self._wav.setframerate(sample_rate)
 
+    @property
+    def skipped_seconds(self) -> float:
+        return self.skipped_bytes / (2 * self.sample_rate)
+
     def write(self, pcm: bytes) -> None:
-        if self._wav is not None:
-            # writeframes also patches the header's length fields, so the file is valid at all times.
-            self._wav.writeframes(pcm)
+        if self._wav is None:
+            return
+        if self._max_silence_bytes is not None:
+            if pcm.count(0) == len(pcm):   # all-zero bytes: digital silence (a C-speed check)
+                keep = max(0, min(len(pcm), self._max_silence_bytes - self._silence_run))
+                keep -= keep % 2
+                self._silence_run += len(pcm)
+                self.skipped_bytes += len(pcm) - keep
+                pcm = pcm[:keep]
+                if not pcm:
+                    return
+            else:
+                self._silence_run = 0
+        # writeframes also patches the header's length fields, so the file is valid at all times.
+        self._wav.writeframes(pcm)
 
     def close(self) -> None:
         wav, self._wav = self._wav, None

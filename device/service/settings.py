@@ -122,6 +122,9 @@ class Settings(BaseSettings):
         "open", description="when the fake mic plays its file: open (once, when the mic opens) | "
         "call (from the start of each call: a laptop session where you press c and get an answer)")
     fake_playback_file: Path | None = Field(None, description="WAV the fake speaker records to")
+    fake_playback_max_silence_seconds: float = Field(
+        2.0, ge=0, le=3600, description="silence runs longer than this are left out of the fake speaker's "
+        "recording, which then stays small in a long run (0: record all silence)")
     fake_realtime: bool = Field(True, description="pace the fakes in real time (false: as fast as possible)")
     fake_echo_delay_ms: float = Field(0.0, ge=0, le=1000, description="simulated room echo delay")
     fake_echo_gain_db: float | None = Field(None, le=20, description="simulated echo gain; unset: no echo")

@@ -28,12 +28,14 @@ from device.service.persist import PersistentState
 ])
 def test_state_we_did_not_write_starts_muted_with_a_log_line(
         tmp_path: Path, content: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
     (tmp_path / "state.json").write_text(content, encoding="latin-1")
     assert PersistentState(tmp_path).load_muted() is True
     assert "starting muted" in caplog.text and caplog.text.count("\n") == 1
 
 
 def test_round_trip_and_no_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
     state = PersistentState(tmp_path / "new")
     assert state.load_muted() is False and caplog.text == ""   # first boot: unmuted, silently
     for muted in (True, False, True):
@@ -110,6 +112,7 @@ def test_a_second_instance_lock_is_refused_with_the_holders_pid(tmp_path: Path) 
 
 
 def test_an_unwritable_state_dir_does_not_stop_the_lock(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
     blocker = tmp_path / "state"
     blocker.write_text("")
     lock = InstanceLock(tmp_path / "control.sock", blocker)

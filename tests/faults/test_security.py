@@ -86,6 +86,17 @@ def test_the_key_is_nowhere_in_json_logs_status_or_files(auth: str, start_sim: S
     assert_no_key(shown.stdout + shown.stderr, "`atoms-appliance config`")
 
 
+@pytest.fixture(autouse=True)
+def restore_root_logging() -> Iterator[None]:
+    """setup_logging reconfigures the root logger (level ERROR, its own handler only): put back
+    what pytest had, or later tests' caplog sees no warnings (test_error_leds did)."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    yield
+    root.setLevel(level)
+    root.handlers[:] = handlers
+
+
 @pytest.mark.parametrize("fmt", ["text", "json"])
 def test_websocket_client_trace_is_redacted(fmt: str) -> None:
     """websocket-client's trace dumps the upgrade request, Authorization header included, to its

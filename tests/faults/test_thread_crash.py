@@ -3,6 +3,7 @@ in-process: the fault shows in status, LED and log; no call starts without a mic
 thread is restarted with backoff and the fault clears once audio moves again."""
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -90,6 +91,7 @@ def run_service(tmp_path: Path) -> Iterator[Callable[..., InProcessService]]:
 def test_a_crashing_audio_thread_is_a_visible_fault_and_is_restarted(
         device: str, start_sim: Callable[..., object], run_service: Callable[..., InProcessService],
         caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
     sim = start_sim()
     backend = CrashingBackend()
     svc = run_service(sim.url, backend)   # button mode: idle until a call

@@ -34,9 +34,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     log_stream = None
     if args.keys:
         from hw.keyboard import KeyboardControls
-        from hw.registry import controls_backend
+        from hw.registry import controls_from_settings
 
-        controls = controls_backend("keyboard")
+        # Built here (the same registry call the service makes) so the log can be drawn above
+        # its LED line; handed to the service, which then builds no second one.
+        controls = controls_from_settings(settings)
         if isinstance(controls, KeyboardControls):
             log_stream = controls.above(sys.stderr)   # log lines scroll above the LED line
     setup_logging(settings.log_level, settings.log_format, secrets=[secret], stream=log_stream)
@@ -54,7 +56,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from device.service.control import ControlSocketError
     from device.service.instance import EXIT_ALREADY_RUNNING, AlreadyRunning
 
-    service = ApplianceService(settings)
+    service = ApplianceService(settings, controls=controls)
     try:
         return service.run()
     except AlreadyRunning as exc:

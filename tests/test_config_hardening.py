@@ -293,3 +293,12 @@ def test_fuzz_config_values_never_show_the_key(case: tuple[str, dict[str, str], 
             assert part not in out and part not in err, (env, err)
     if code == EXIT_CONFIG:
         assert out == "" and all(line.startswith("config error: ") for line in err.splitlines()), err
+
+
+def test_the_session_log_url_goes_through_the_same_redaction() -> None:
+    from device.session.config import SessionConfig
+
+    config = SessionConfig(url="wss://me:pw-secret@h.example/x", api_key=KEY, agent_id="a", auth="query")
+    shown = config.log_url()
+    assert KEY not in shown and "pw-secret" not in shown and "token=***" in shown and "me:***@" in shown
+    assert KEY in config.connect_url()   # only the shown form is redacted

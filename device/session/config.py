@@ -10,6 +10,8 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
+from device.service.redact import redact_url
+
 
 @dataclass(frozen=True)
 class SessionConfig:
@@ -44,9 +46,9 @@ class SessionConfig:
         return self.url + sep + urllib.parse.urlencode(params)
 
     def log_url(self) -> str:
-        """The URL as it may appear in logs: the token, if any, replaced."""
-        return self.connect_url().replace(urllib.parse.quote_plus(self.api_key), "***") \
-            if self.auth == "query" else self.connect_url()
+        """The URL as it may appear in logs: the token query value and any userinfo password
+        replaced (device/service/redact.py, the one redaction of URLs)."""
+        return redact_url(self.connect_url())
 
     def headers(self) -> list[str]:
         return [f"Authorization: Bearer {self.api_key}"] if self.auth == "header" else []

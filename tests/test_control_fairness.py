@@ -8,7 +8,7 @@
 - a slow `dump_audio` runs beside the loop, not in it;
 - 200 idle connections against a server in a process with a low `ulimit -n`: it does not spin
   (CPU time and loop turns over a period) and still answers a new client.
-The latency numbers under a flood are measured by tools/bench_control_flood.py, not asserted here.
+The latency numbers under a flood are measured by `python -m tools.bench_control_flood`, not asserted here.
 """
 from __future__ import annotations
 

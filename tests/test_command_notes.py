@@ -115,3 +115,25 @@ def test_no_call_starts_without_a_microphone_but_one_in_progress_goes_on() -> No
     assert t.state.call is CallState.IN_CALL and t.state.hardware_faults == {"capture"}
     back = state_machine.step(BUTTON, lost, HardwareBack("capture")).state
     assert state_machine.step(BUTTON, back, Command("call")).state.call is CallState.CONNECTING
+
+
+def test_no_note_while_an_earlier_command_is_still_queued(tmp_path: Path) -> None:
+    """`hangup` then `call` back to back: the call is judged against the state after the hangup,
+    which the main thread has not published yet, so it gets no (wrong) "already in call" note."""
+    from device.service.settings import load_settings
+    from device.service.supervisor import ApplianceService
+    from hw.controls import NoControls
+    from hw.fake_audio import FakeAudioBackend
+
+    settings = load_settings(api_key="sk-notes-1234", agent_id="a", audio_backend="fake",
+                             gpio_backend="none", control_socket=tmp_path / "c.sock",
+                             state_dir=tmp_path / "state")
+    svc = ApplianceService(settings, backend=FakeAudioBackend(), controls=NoControls(), install_signals=False)
+    svc.state = MachineState(call=CallState.IN_CALL)
+    assert svc.command_note("call") is not None             # nothing queued: judged now
+    svc._control_event(Command("hangup"))                   # queued, not handled yet
+    assert svc.command_note("call") is None
+    svc.handle(svc.events.get(timeout=1))                   # the main thread catches up
+    assert svc.state.call is CallState.IDLE
+    assert svc.command_note("hangup") is not None and "no call" in svc.command_note("hangup")  # type: ignore[operator]
+    svc.shutdown()

@@ -29,6 +29,7 @@ from device.core.events import (
     CallEnded,
     CallState,
     CancelTimer,
+    Command,
     Connect,
     Disconnect,
     Event,
@@ -208,7 +209,9 @@ class ApplianceService:
                                      self.jitter.push, self._transcript, clock=self.clock)
         self.hub = EventHub(settings.event_stream_buffer_bytes)
         self._next_levels = 0.0
-        self.control = ControlServer(settings.control_socket, self.post, self.status, self.dump_audio,
+        self._commands_posted = 0    # written by the control thread only
+        self._commands_handled = 0   # written by the main thread only
+        self.control = ControlServer(settings.control_socket, self._control_event, self.status, self.dump_audio,
                                      self.say, self.volume_command, self.hub,
                                      note=self.command_note)
         self.state = MachineState()
@@ -222,10 +225,20 @@ class ApplianceService:
     # -- any thread ----------------------------------------------------------------------------
     def post(self, event: Event) -> None:
         """Enqueue an event for the main thread (callbacks call only this)."""
+        self._enqueue(event)
+
+    def _enqueue(self, event: Event) -> bool:
         if self.events.qsize() >= MAX_PENDING_EVENTS:
             self.dropped_events += 1
-            return
+            return False
         self.events.put(event)
+        return True
+
+    def _control_event(self, event: Event) -> None:
+        """A control-socket command (the control thread): counted, so that `command_note` knows
+        whether the published state already includes every command sent before this one."""
+        if self._enqueue(event) and isinstance(event, Command):
+            self._commands_posted += 1
 
     def _mixer(self, settings: Settings) -> VolumeControl | None:
         if settings.volume_mixer is None:
@@ -266,7 +279,12 @@ class ApplianceService:
 
     def command_note(self, cmd: str) -> str | None:
         """What `cmd` will not do in the state the main thread last published (the control thread
-        calls this; `self.state` is an immutable value replaced whole, so reading it is safe)."""
+        calls this; `self.state` is an immutable value replaced whole, so reading it is safe).
+
+        None while an earlier command is still queued: the state it would be judged against is
+        not the one it will meet (`hangup` then `call` back to back must not say "already in call")."""
+        if self._commands_posted != self._commands_handled:
+            return None
         return state_machine.describe_command(self.config, self.state, cmd)
 
     def request_stop(self) -> None:
@@ -394,6 +412,8 @@ class ApplianceService:
         if isinstance(event, SessionStarted) and transition.state.call_up:
             self._call_started(event, fresh=not was_up)
         self._apply(transition.state, transition.actions)
+        if isinstance(event, Command):
+            self._commands_handled += 1   # after the state that includes it is in self.state
         if (isinstance(event, HardwareLost) and self.dumper is not None and not had_faults
                 and self.state.hardware_faults):
             # The first lost device of an outage (until all are back): keep the audio leading up to it.

@@ -41,7 +41,8 @@ MAX_SOCKET_PATH_BYTES: Final = 107
 OTHER_ENV_NAMES: Final = frozenset({"ATOMS_CONFIG"})
 # A pin setting with one of these values means "not wired" (docs/hardware.md).
 NO_PIN_VALUES: Final = frozenset({"", "none", "off", "-1", "no"})
-PIN_FIELDS: Final = ("call_pin", "mute_pin", "status_led_pin", "mute_led_pin", "speaking_led_pin")
+PIN_FIELDS: Final = ("call_pin", "mute_pin", "status_led_pin", "mute_led_pin", "speaking_led_pin",
+                     "volume_up_pin", "volume_down_pin", "volume_encoder_a_pin", "volume_encoder_b_pin")
 
 
 class ConfigError(Exception):

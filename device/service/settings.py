@@ -10,6 +10,7 @@ import os
 import re
 import stat
 import tomllib
+import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -187,6 +188,15 @@ class Settings(BaseSettings):
     def _check_url(cls, value: str) -> str:
         if not value.startswith(("wss://", "ws://")):
             raise ValueError("must start with wss:// (or ws:// for a local simulator)")
+        try:
+            parts = urllib.parse.urlsplit(value)
+            port_ok = parts.port is None or parts.port > 0   # .port raises on a non-numeric port
+        except ValueError:
+            port_ok = False
+        if not port_ok or not parts.hostname:
+            # e.g. a password with an unescaped "/" that splits the URL before its "@"
+            raise ValueError("is not a valid URL (check the host and port; characters such as / @ : "
+                             "in a user name or password must be percent-encoded)")
         if redact_url(value) != value:
             raise ValueError("must not contain the key or a password; set ATOMS_API_KEY "
                              "(and ATOMS_AUTH=query if the server wants it in the URL) instead")

@@ -17,9 +17,13 @@ def _load(args: argparse.Namespace, **overrides: Any) -> Settings:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from device.service.startup import StartupClock
+
+    startup = StartupClock()
     from device.service.logs import setup_logging
     from device.service.supervisor import ApplianceService
 
+    startup.mark("service imports")
     overrides: dict[str, Any] = {}
     if args.keys:
         overrides["gpio_backend"] = "keyboard"   # the controls backend, built by hw.registry as any other
@@ -37,7 +41,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from device.service.cpu import pin_process
 
     pin_process(settings.cpu_affinity)
-    service = ApplianceService(settings)
+    startup.mark("settings")
+    service = ApplianceService(settings, startup=startup)
     return service.run()
 
 
@@ -59,6 +64,8 @@ def cmd_ctl(args: argparse.Namespace) -> int:
     socket_path = Path(args.socket) if args.socket else _load(args).control_socket
     try:
         reply = send_command(socket_path, args.command.replace("-", "_"))
+    except PermissionError as exc:
+        raise PermissionError(exc.errno, exc.strerror, str(socket_path)) from None
     except OSError as exc:
         print(f"cannot reach the service at {socket_path}: {exc}", file=sys.stderr)
         return 1
@@ -71,7 +78,8 @@ def cmd_ctl(args: argparse.Namespace) -> int:
 
 def format_status(status: dict[str, Any]) -> str:
     """A human table of `ctl status`."""
-    rows = [(k, v) for k, v in status.items() if k not in ("counters", "leds")]
+    rows = [(k, v) for k, v in status.items() if k not in ("counters", "leds", "devices")]
+    rows += [(f"device.{k}", v) for k, v in status.get("devices", {}).items()]
     rows += [(f"led.{k}", v) for k, v in status.get("leds", {}).items()]
     rows += [(f"counter.{k}", v) for k, v in status.get("counters", {}).items()]
     width = max(len(k) for k, _ in rows) if rows else 0
@@ -165,6 +173,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
+    except PermissionError as exc:
+        if args.command_name == "run":
+            raise   # the service's own files: a traceback in the journal, not advice to a person
+        # The config or the control socket of an installed service, used by someone outside its group.
+        from device.service.access import denied_message
+
+        print(denied_message(exc.filename), file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -35,16 +35,15 @@ import os
 import shutil
 import tempfile
 from types import ModuleType
-from typing import Final, Literal
+from typing import Final
 
 from gpiozero.pins import Factory
 
 from hw.errors import DeviceUnavailable
+from hw.settings import GPIO_BOARDS, GpioBoard
 
 log = logging.getLogger(__name__)
 
-GpioBoard = Literal["auto", "pi", "generic"]
-GPIO_BOARDS: Final = ("auto", "pi", "generic")
 # A Raspberry Pi 3 Model B: the 40-pin header whose BCM GPIO N is line N of gpiochip0.
 GENERIC_REVISION: Final = 0xA02082
 

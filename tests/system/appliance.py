@@ -8,11 +8,11 @@ in its own network namespace); its JSON-lines event log is the record of what re
 """
 from __future__ import annotations
 
+import io
 import json
 import shlex
 import subprocess
 import tarfile
-import io
 import time
 import wave
 from collections.abc import Callable
@@ -141,6 +141,10 @@ class Appliance:
         # As the README has a person do to use `ctl` without sudo.
         self.guest.run(f"sudo usermod -a -G {UNIT} tester", user="tester")
         self.guest.run(f"systemctl start {SIM_UNIT}")
+        # Until the simulator listens (its Python start-up takes ~10 s under emulation), it would
+        # compete with whatever the first scenario measures.
+        self.guest.run("timeout 120 sh -c 'until ip netns exec agent ss -Hltn sport = :8765 | grep -q .; "
+                       "do sleep 0.5; done'", timeout=150)
 
     # -- the unit ---------------------------------------------------------------------------------
     def show(self, *props: str) -> dict[str, str]:

@@ -222,4 +222,4 @@ class Guest:
         return self.run(command, **kwargs).stdout.strip()  # type: ignore[arg-type]
 
     def put(self, data: bytes, path: str, user: str = "root", mode: str = "0644") -> None:
-        self.run(f"install -m {mode} /dev/stdin {shlex.quote(path)}", user=user, input=data)
+        self.run(f"install -D -m {mode} /dev/stdin {shlex.quote(path)}", user=user, input=data)

@@ -187,7 +187,7 @@ def in_chroot(root: Path, command: str, log: Path, env: dict[str, str] | None = 
         result = subprocess.run(["chroot", str(root), "/bin/sh", "-c", command], env=clean,
                                 stdout=out, stderr=subprocess.STDOUT, timeout=timeout)
     if result.returncode != 0:
-        raise RuntimeError(f"in the {root.name} chroot, '{command}' failed (exit {result.returncode}); see {log}")
+        raise RuntimeError(f"in the chroot {root}, '{command}' failed (exit {result.returncode}); see {log}")
 
 
 def project_requirements() -> list[str]:
@@ -216,7 +216,10 @@ def ensure_wheelhouse(image: Image, log: Path) -> Wheelhouse:
         with guest_chroot(image) as root:
             (root / "tmp" / "requirements.txt").write_text("\n".join(requirements) + "\n")
             # PYPI=1: lgpio's switch to compile its bundled C library in (as install.sh does).
-            in_chroot(root, "python3 -m venv /tmp/wheel-venv && /tmp/wheel-venv/bin/pip wheel "
+            # wheel first: Debian 12's pip (23.0) builds sdists such as pyalsaaudio with
+            # `setup.py bdist_wheel`, which needs it in the venv.
+            in_chroot(root, "python3 -m venv /tmp/wheel-venv && /tmp/wheel-venv/bin/pip install -q "
+                      "--disable-pip-version-check wheel && /tmp/wheel-venv/bin/pip wheel "
                       "--disable-pip-version-check --no-input --progress-bar off -w /tmp/wheelhouse "
                       "-r /tmp/requirements.txt", log, env={"PYPI": "1"})
             tmp = directory.with_name(directory.name + ".tmp")

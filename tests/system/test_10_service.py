@@ -18,6 +18,19 @@ READY_BOUND_S = 30.0
 SECURITY_BOUND = 2.0
 
 
+def top_imports(importtime: str, count: int = 8) -> str:
+    """The packages that cost most to import, from `python -X importtime` output (microseconds)."""
+    totals: dict[str, int] = {}
+    for line in importtime.splitlines():
+        match = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|\s+(\S+)", line)
+        if match:
+            package = match.group(3).strip().split(".")[0]
+            totals[package] = totals.get(package, 0) + int(match.group(1))
+    ranked = sorted(totals.items(), key=lambda kv: -kv[1])[:count]
+    total = sum(totals.values())
+    return f"all {total / 1e6:.2f} s: " + ", ".join(f"{name} {us / 1e6:.2f}" for name, us in ranked)
+
+
 def test_install_succeeds(appliance: Appliance) -> None:
     """deploy/install.sh as a person runs it: exit 0, the service started and running."""
     assert appliance.install_status == 0, f"install.sh exited {appliance.install_status}:\n" \
@@ -40,6 +53,12 @@ def test_start_to_ready(appliance: Appliance, report: Report) -> None:
     breakdown = re.findall(r"start-up took .*", log)
     report.add(appliance.guest.image.release.name, "start_to_ready_s", round(ready, 2))
     report.add(appliance.guest.image.release.name, "start_breakdown", breakdown[-1] if breakdown else log[-600:])
+    # Where the interpreter's part goes: the import time of each top-level package, as CPython
+    # measures it (-X importtime), for the modules the service imports before READY.
+    imports = appliance.guest.run(
+        "cd / && /opt/atoms-appliance/venv/bin/python -X importtime -c "
+        "'import device.cli, device.service.supervisor, hw.alsa, hw.gpio' 2>&1 >/dev/null", check=False).stdout
+    report.add(appliance.guest.image.release.name, "import_top", top_imports(imports))
     assert 0 < ready <= READY_BOUND_S, f"READY after {ready:.1f} s (systemctl restart took {wall:.1f} s):\n{log}"
     assert breakdown, f"the service does not say where its start-up time went:\n{log}"
 
@@ -58,7 +77,7 @@ def test_ctl_status_by_group_member(appliance: Appliance) -> None:
     """A person in the service's group (tester; install.sh's README step) reads the status."""
     appliance.wait_ready()
     result = appliance.ctl("status", user="tester")
-    assert re.search(r"^call_state\s+idle", result.stdout, re.M), result.stdout
+    assert re.search(r"^call_state\s+idle", result.stdout, re.MULTILINE), result.stdout
 
 
 def test_ctl_status_by_anyone_else(appliance: Appliance) -> None:

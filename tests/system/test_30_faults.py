@@ -54,7 +54,7 @@ def test_kill_9_is_restarted(idle: Appliance) -> None:
     pid = idle.main_pid()
     restarts = int(idle.show("NRestarts")["NRestarts"])
     idle.guest.run(f"kill -9 {pid}")
-    new, _ = _wait_new_pid(idle, pid, 90)
+    _new, _ = _wait_new_pid(idle, pid, 90)
     assert int(idle.show("NRestarts")["NRestarts"]) == restarts + 1
     idle.idle()
 
@@ -65,7 +65,7 @@ def test_frozen_process_is_killed_by_the_watchdog(idle: Appliance, report: Repor
     cursor = idle.cursor()
     idle.guest.run(f"kill -STOP {pid}")
     start = time.monotonic()
-    new, _ = _wait_new_pid(idle, pid, WATCHDOG_SEC + 90)
+    _new, _ = _wait_new_pid(idle, pid, WATCHDOG_SEC + 90)
     took = time.monotonic() - start
     log = idle.guest.sh(f"journalctl --after-cursor='{cursor}' --no-pager -o cat -u {UNIT}")
     report.add(idle.guest.image.release.name, "watchdog_restart_s", round(took, 1))

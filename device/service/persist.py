@@ -29,6 +29,7 @@ class PersistentState:
 
     def save_muted(self, muted: bool) -> None:
         try:
-            write_json_atomic(self.path, {"muted": muted})
+            # Durable: a mute pressed just before a power cut must still hold after the boot.
+            write_json_atomic(self.path, {"muted": muted}, durable=True)
         except OSError as exc:
             log.error("cannot save mute state to %s: %s", self.path, exc)

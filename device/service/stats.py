@@ -22,8 +22,14 @@ def rss_mb() -> float:
         return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3, 1)
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON so a reader never sees half a file (temp file + rename in the same folder)."""
+def write_json_atomic(path: Path, data: dict[str, Any], durable: bool = False) -> None:
+    """Write JSON so a reader never sees half a file (temp file + rename in the same folder).
+
+    `durable`: also on the disk before returning (the file, then the rename in its folder), so
+    that a power cut right after cannot bring the old content back: ext4 commits a rename only
+    within its 5 s journal interval. Costs a flush (milliseconds on an SD card): for state that
+    must survive (mute), not for counters written every few seconds.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -31,7 +37,16 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=2, sort_keys=True)
             f.write("\n")
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
+        if durable:
+            folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
     except BaseException:
         try:
             os.unlink(tmp)

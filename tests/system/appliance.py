@@ -138,8 +138,9 @@ class Appliance:
         self.install_seconds = time.monotonic() - start
         self.install_output = result.stdout
         self.install_status = result.returncode
-        # As the README has a person do to use `ctl` without sudo.
+        # As the hardware guide has a person do to use `ctl` without sudo, and log in again.
         self.guest.run(f"sudo usermod -a -G {UNIT} tester", user="tester")
+        self.guest.logout("tester")
         self.guest.run(f"systemctl start {SIM_UNIT}")
         # Until the simulator listens (its Python start-up takes ~10 s under emulation), it would
         # compete with whatever the first scenario measures.

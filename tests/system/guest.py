@@ -181,13 +181,17 @@ class Guest:
     def _control_path(self, user: str) -> Path:
         return self.workdir / f"ssh-{user}"
 
+    def logout(self, user: str) -> None:
+        """End `user`'s shared ssh connection: the next command logs in anew (new groups apply)."""
+        path = self._control_path(user)
+        if path.exists():
+            subprocess.run(["ssh", "-O", "exit", "-o", f"ControlPath={path}", "x"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10, check=False)
+            path.unlink(missing_ok=True)
+
     def _forget_ssh(self) -> None:
         for user in ("root", "tester", "visitor"):
-            path = self._control_path(user)
-            if path.exists():
-                subprocess.run(["ssh", "-O", "exit", "-o", f"ControlPath={path}", "x"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10, check=False)
-                path.unlink(missing_ok=True)
+            self.logout(user)
 
     def ssh_command(self, user: str = "root", connect_timeout: int = 10) -> list[str]:
         return [

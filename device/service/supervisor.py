@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import CancelledError
 from types import FrameType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from device.audio.buffers import JitterBuffer, UplinkQueue
 from device.audio.dsp import make_capture_dsp
@@ -44,8 +44,6 @@ from device.core.events import (
     Shutdown,
     StopService,
 )
-from device.diagnostics.dumper import DebugDumper
-from device.diagnostics.recorder import DebugRecorder
 from device.service.control import DUMP_AUDIO_TIMEOUT, ControlServer
 from device.service.persist import PersistentState
 from device.service.sdnotify import SystemdNotifier
@@ -59,6 +57,10 @@ from hw.clock import Clock, RealClock
 from hw.controls import Controls, LedState
 from hw.errors import DeviceUnavailable
 from hw.registry import audio_backend_from_settings, controls_backend, controls_from_settings
+
+if TYPE_CHECKING:
+    from device.diagnostics.dumper import DebugDumper
+    from device.diagnostics.recorder import DebugRecorder
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +141,10 @@ class ApplianceService:
         self.ignored_dump_signals = 0   # SIGUSR1 with recording off (the handler only counts)
         self._warned_dump_signals = 0
         if settings.debug_record_dir is not None:
+            # Imported only when recording is on: nothing else needs it before READY.
+            from device.diagnostics.dumper import DebugDumper
+            from device.diagnostics.recorder import DebugRecorder
+
             self.recorder = DebugRecorder(settings.debug_record_dir, settings.debug_record_seconds)
             self.dumper = DebugDumper(self.recorder, self.clock)
         self.dsp = make_capture_dsp(settings.aec, settings.noise_suppression, settings.auto_gain_dbfs,

@@ -67,25 +67,45 @@ Environment=ATOMS_AEC=off ATOMS_NOISE_SUPPRESSION=0 ATOMS_PERIOD_MS=20 ATOMS_PLA
 
 @dataclass(frozen=True)
 class LedSample:
-    """Samples of one LED line over a window: `on` fraction and the number of level changes."""
+    """Samples of one LED line over `seconds`: the `on` fraction and the level changes per second."""
 
     values: tuple[int, ...]
+    seconds: float
 
     @property
     def on(self) -> float:
         return sum(self.values) / len(self.values) if self.values else 0.0
 
     @property
-    def changes(self) -> int:
-        return sum(1 for a, b in zip(self.values, self.values[1:]) if a != b)
+    def changes_per_second(self) -> float:
+        changes = sum(1 for a, b in zip(self.values, self.values[1:]) if a != b)
+        return changes / self.seconds if self.seconds > 0 else 0.0
 
     def pattern(self) -> str:
-        """off | on | blink (slow or fast: any level changes while it is partly on)."""
+        """off | on | blink (0.5 s on/off: ~2 changes a second) | fast_blink (0.1 s: ~10)."""
         if self.on == 0:
             return "off"
         if self.on == 1:
             return "on"
-        return "blink"
+        return "fast_blink" if self.changes_per_second > 5 else "blink"
+
+
+# Samples the LED lines with bash builtins only (no fork per sample, so hundreds of samples a
+# second even under emulation): prints the seconds sampled, then one "status mute speaking" line
+# per sample.
+LED_SAMPLER: Final = (
+    "d=$(echo {chip}); start=$EPOCHREALTIME; end=$(( ${{start%.*}} + {seconds} )); "
+    "while (( ${{EPOCHREALTIME%.*}} < end )); do "
+    "read -r a < $d/sim_gpio22/value; read -r b < $d/sim_gpio23/value; read -r c < $d/sim_gpio24/value; "
+    "printf '%s %s %s\\n' $a $b $c; done > {out}.tmp; "
+    "now=$EPOCHREALTIME; echo $(( ${{now/./}} - ${{start/./}} )) > {out}; cat {out}.tmp >> {out}")
+
+
+def parse_led_log(text: str) -> dict[str, LedSample]:
+    lines = text.splitlines()
+    seconds = int(lines[0]) / 1e6 if lines and lines[0].strip().isdigit() else 0.0
+    rows = [line.split() for line in lines[1:] if len(line.split()) == 3]
+    return {name: LedSample(tuple(int(r[i]) for r in rows), seconds) for i, name in enumerate(LED_PINS)}
 
 
 def loud_seconds(wav: bytes, threshold_dbfs: float = -40.0) -> float:
@@ -214,17 +234,24 @@ class Appliance:
         self.guest.run(f"p=$(echo {GPIO_SIM}/sim_gpio{pin}/pull); echo pull-down > $p; sleep {hold}; "
                        "echo pull-up > $p")
 
-    def leds(self, seconds: float = 2.0, interval: float = 0.05) -> dict[str, LedSample]:
-        """Sample the LED lines for `seconds`."""
-        pins = " ".join(str(p) for p in LED_PINS.values())
-        out = self.guest.sh(
-            f"d=$(echo {GPIO_SIM}); end=$(( $(date +%s%N) + {int(seconds * 1e9)} )); "
-            f"while (( $(date +%s%N) < end )); do for p in {pins}; do printf '%s ' $(cat $d/sim_gpio$p/value); "
-            f"done; echo; sleep {interval}; done")
-        rows = [line.split() for line in out.splitlines() if line.strip()]
-        return {name: LedSample(tuple(int(r[i]) for r in rows)) for i, name in enumerate(LED_PINS)}
+    def leds(self, seconds: int = 2) -> dict[str, LedSample]:
+        """Sample the LED lines for `seconds` (whole seconds)."""
+        script = LED_SAMPLER.format(chip=GPIO_SIM, seconds=seconds, out="/tmp/leds-now.log")
+        self.guest.run(f"bash -c {shlex.quote(script)}", timeout=seconds + 60)
+        return parse_led_log(self.guest.sh("cat /tmp/leds-now.log"))
 
-    def led_patterns(self, seconds: float = 2.0) -> dict[str, str]:
+    def start_led_log(self, seconds: int, path: str) -> None:
+        """Sample the LED lines in the background into `path` (for a state too short to catch
+        with a round trip, such as the agent's two-second reply)."""
+        script = LED_SAMPLER.format(chip=GPIO_SIM, seconds=seconds, out=path)
+        self.guest.run(f"nohup bash -c {shlex.quote(script)} >/dev/null 2>&1 &")
+
+    def read_led_log(self, path: str, timeout: int = 60) -> dict[str, LedSample]:
+        """The samples of `start_led_log`, once its time is up (it writes `path` at the end)."""
+        return parse_led_log(self.guest.sh(f"timeout {timeout} sh -c 'until [ -s {path} ]; do sleep 0.5; done'; "
+                                           f"cat {path}", timeout=timeout + 30))
+
+    def led_patterns(self, seconds: int = 2) -> dict[str, str]:
         return {name: sample.pattern() for name, sample in self.leds(seconds).items()}
 
     def speech_wav(self, text: str, path: str) -> None:

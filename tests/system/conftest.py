@@ -121,7 +121,7 @@ def appliance(request: pytest.FixtureRequest, report: Report) -> Iterator[Applia
     finally:
         try:
             if guest.process is not None and guest.process.poll() is None:
-                (runs / "journal.txt").write_text(guest.run("journalctl -b --no-pager -o short-monotonic",
+                (runs / "journal.txt").write_text(guest.run("journalctl --no-pager -o short-monotonic",
                                                             check=False, timeout=120).stdout)
         except Exception:  # noqa: BLE001 - the journal is a courtesy; stopping the guest is not
             pass

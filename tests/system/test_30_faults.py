@@ -85,8 +85,8 @@ def test_sound_card_removed_mid_call_recovers_without_restart(idle: Appliance) -
     opened = start["capture_reopens"] + start["playback_reopens"]   # the first opens count too
     idle.guest.run(f"echo {CARD_DEVICE} > {CARD_DRIVER}/unbind")
     lost = idle.wait_status(lambda s: bool(s["hardware_faults"]), 20, "the lost card reported")
-    error = idle.led_patterns(1.5)
-    assert error["status"] == "blink", error   # fast blink: hardware error
+    error = idle.led_patterns(2)
+    assert error["status"] == "fast_blink", error   # the hardware-error pattern
     idle.guest.run(f"echo {CARD_DEVICE} > {CARD_DRIVER}/bind")
     back = idle.wait_status(lambda s: not s["hardware_faults"], 60, "the card back in use")
     before = back["counters"]["frames_captured"]

@@ -31,7 +31,7 @@ def test_power_cut_right_after_mute_keeps_it_muted(appliance: Appliance, report:
     since_boot = _ready_after_boot(appliance, report, "power_cut_boot_to_ready_s")
     status = appliance.status()
     assert status["muted"], status
-    assert appliance.led_patterns(1.0)["mute"] == "on"
+    assert appliance.led_patterns(1)["mute"] == "on"
     assert since_boot <= BOOT_READY_BOUND_S
     appliance.ctl("unmute")
 

@@ -37,6 +37,7 @@ class Mutation:
     old: str = ""
     new: str = ""
     dropin: str | None = None
+    count: int = 1                 # occurrences of `old` (all are replaced)
     restart: bool = True
     shell: str | None = None       # instead of a code or unit change
     undo: str | None = None
@@ -52,7 +53,7 @@ MUTATIONS = [
              dropin="[Service]\nProtectSystem=no\nProtectHome=no\nNoNewPrivileges=no\nPrivateTmp=no\n"
                     "CapabilityBoundingSet=~\nSystemCallFilter=\nRestrictAddressFamilies=\n"),
     Mutation("ctl-access", lambda app, _r: service.test_ctl_status_by_anyone_else(app), "device/cli.py",
-             "except PermissionError as exc:", "except ZeroDivisionError as exc:", restart=False),
+             "except PermissionError as exc:", "except ZeroDivisionError as exc:", count=2, restart=False),
     Mutation("doctor", lambda app, _r: service.test_doctor_as_a_person_runs_it(app, "sudo"),
              "device/doctor/runner.py", "snapshots = service.service_snapshots(settings.control_socket, "
              "env.service_status, env.sleep)", "snapshots = None", restart=False),
@@ -87,16 +88,24 @@ def _site_packages(app: Appliance) -> str:
                         "print(os.path.dirname(os.path.dirname(device.__file__)))'")
 
 
-EDIT = ("import json, sys; d = json.load(sys.stdin); s = open(d['path']).read(); "
-        "n = s.count(d['old']); assert n == 1, f\"{n} matches of {d['old']!r}\"; "
-        "open(d['path'] + '.orig', 'w').write(s); open(d['path'], 'w').write(s.replace(d['old'], d['new']))")
+# Run by the guest's python3 with the request on stdin: replaces every occurrence (there must be
+# `count` of them) and keeps the original beside the file.
+EDIT = """
+s = open(d["path"]).read()
+n = s.count(d["old"])
+assert n == d["count"], f"{n} matches of {d['old']!r}, not {d['count']}"
+open(d["path"] + ".orig", "w").write(s)
+open(d["path"], "w").write(s.replace(d["old"], d["new"]))
+"""
 
 
 def _apply(app: Appliance, m: Mutation) -> str | None:
     path = None
     if m.module is not None:
         path = f"{_site_packages(app)}/{m.module}"
-        app.guest.run(f'python3 -c "{EDIT}"', input=json.dumps({"path": path, "old": m.old, "new": m.new}).encode())
+        request = {"path": path, "old": m.old, "new": m.new, "count": m.count, "code": EDIT}
+        app.guest.run("python3 -c 'import json, sys; d = json.load(sys.stdin); exec(d[\"code\"])'",
+                      input=json.dumps(request).encode())
     if m.dropin is not None:
         app.guest.put(m.dropin.encode(), DROPIN)
         app.guest.run("systemctl daemon-reload")
@@ -132,7 +141,8 @@ def test_mutation_makes_its_scenario_fail(appliance: Appliance, report: Report, 
     try:
         with pytest.raises((AssertionError, GuestError)) as failure:
             mutation.scenario(appliance, Report())   # a scratch report: keep the real measurements
-        outcome = f"failed as it should: {str(failure.value).splitlines()[0][:160]}"
+        first = next((line.strip() for line in str(failure.value).splitlines() if line.strip()), "")
+        outcome = f"failed as it should: {first[:200]}"
     finally:
         report.add(appliance.guest.image.release.name, f"mutation_{mutation.family}",
                    f"{outcome} ({time.monotonic() - start:.0f} s)")

@@ -24,7 +24,7 @@ def test_service_runs_without_gpio_and_says_why(tmp_path: Path, monkeypatch: pyt
     def no_gpio(settings: Settings) -> None:
         raise DeviceUnavailable("/dev/gpiochip0", "lgpio.error: can not open gpiochip")
 
-    monkeypatch.setattr(supervisor, "build_controls", no_gpio)
+    monkeypatch.setattr(supervisor, "controls_from_settings", no_gpio)
     notify = tmp_path / "notify.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(notify))

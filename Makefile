@@ -7,16 +7,32 @@ BIN := $(VENV)/bin
 DEB_PACKAGES := python3-venv python3-dev gcc libasound2-dev alsa-utils espeak-ng sox systemd shellcheck
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test test-faults test-hardware bench lint deps venv clean soak
+# The system test (tests/system/): Debian guests built with mmdebstrap, booted under QEMU.
+SYSTEM_DEB_PACKAGES := qemu-system-x86 qemu-utils mmdebstrap openssh-client e2fsprogs
+# Both releases by default; CI picks one (see .ci/run). Images and wheels are cached here.
+SYSTEM_RELEASES ?= bookworm trixie
+SYSTEM_CACHE ?= $(HOME)/.cache/atoms-appliance-system
 
-deps: .stamp-deps
-.stamp-deps:
-	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+.PHONY: demo test test-faults test-hardware test-system bench lint deps system-deps venv clean soak
+
+# install-debs PACKAGES...: install those of PACKAGES that are missing.
+define install-debs
+	@missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:" $$missing; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+endef
+
+deps: .stamp-deps
+.stamp-deps:
+	$(call install-debs,$(DEB_PACKAGES))
+	@touch $@
+
+system-deps: .stamp-system-deps
+.stamp-system-deps:
+	$(call install-debs,$(SYSTEM_DEB_PACKAGES))
 	@touch $@
 
 $(BIN)/atoms-appliance: pyproject.toml .stamp-deps
@@ -44,6 +60,12 @@ test-faults: deps venv
 test-hardware: deps venv
 	ATOMS_TEST_HARDWARE=1 $(BIN)/python -m pytest -q tests/hardware
 
+# Boots each Debian release of SYSTEM_RELEASES in QEMU (KVM when it works, else software
+# emulation), installs the checkout with deploy/install.sh and runs tests/system/ inside it.
+test-system: deps venv system-deps
+	ATOMS_TEST_SYSTEM=1 ATOMS_SYSTEM_RELEASES="$(SYSTEM_RELEASES)" ATOMS_SYSTEM_CACHE="$(SYSTEM_CACHE)" \
+	  $(BIN)/python -m pytest -q -p no:cacheprovider --timeout=2400 tests/system $(SYSTEM_ARGS)
+
 # Not in CI: 30 real minutes by default (SOAK_ARGS=--quick for 2, or --unpaced --audio-hours 2).
 soak: deps venv
 	$(BIN)/python -m tools.soak $(SOAK_ARGS)
@@ -56,4 +78,4 @@ lint: venv
 	$(BIN)/mypy device hw tools
 
 clean:
-	rm -rf $(VENV) .stamp-deps demo-out bench-out
+	rm -rf $(VENV) .stamp-deps .stamp-system-deps demo-out bench-out

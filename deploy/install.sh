@@ -171,8 +171,9 @@ install_packages() {
     # pyalsaaudio builds from source (python3-dev, gcc, libasound2-dev); alsa-utils gives
     # arecord/aplay/alsamixer for troubleshooting.
     local packages=(python3-venv python3-dev gcc libasound2-dev alsa-utils) missing=() p
-    # lgpio (gpiozero's pin factory on kernel 6.6+ and the Pi 5) has no aarch64 wheel on PyPI:
-    # pip builds its sdist, which needs swig (see build_venv).
+    # lgpio (gpiozero's pin factory on kernel 6.6+ and the Pi 5) has no aarch64 wheel on PyPI and
+    # no wheel at all for Python 3.13 (Debian 13): pip builds its sdist, which needs swig (see
+    # build_venv).
     if want_lgpio; then packages+=(swig); fi
     for p in "${packages[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
@@ -302,6 +303,7 @@ build_venv() {
     mkdir -p "$(dirname "$venv")"
     "$PYTHON" -m venv "$venv"
     read -r -a pip_args <<<"$PIP_ARGS"
+    if want_lgpio; then check_lgpio_buildable "$venv" "${pip_args[@]}"; fi
     "$venv/bin/python" -m pip install --disable-pip-version-check --no-input --progress-bar off \
         --upgrade "${pip_args[@]}" "$stage"
     if want_lgpio; then
@@ -321,6 +323,23 @@ build_venv() {
         done < <(grep -rlIF -- "$venv" "$venv/bin" "$venv/pyvenv.cfg" || true)
     fi
     printf '%s\n' "$digest" >"$stamp"
+}
+
+# check_lgpio_buildable VENV [PIP_ARGS...]: lgpio installs either from a wheel (PyPI has them for
+# x86_64 and Python <= 3.12; a wheelhouse may have more) or from its sdist, which needs swig. Say
+# so before the long build instead of failing at its end; with --root there is no apt to fetch swig.
+check_lgpio_buildable() {
+    local venv=$1 tmp
+    shift
+    command -v swig >/dev/null && return 0
+    tmp=$(mktemp -d)
+    if "$venv/bin/python" -m pip download --disable-pip-version-check --no-input --quiet --no-deps \
+        --only-binary=:all: -d "$tmp" "$@" "lgpio>=0.2.2" >/dev/null 2>&1; then
+        rm -rf "$tmp"
+        return 0
+    fi
+    rm -rf "$tmp"
+    die "lgpio has no wheel for $("$venv/bin/python" -c 'import platform; print("Python", platform.python_version(), platform.machine())') and building it needs swig: install it (apt-get install swig${ROOT:+, on the machine that runs --root}) or pass --pip-args \"--find-links DIR\" with an lgpio wheel in DIR; or --lgpio no"
 }
 
 install_files() {
@@ -542,6 +561,30 @@ EOF
 # ---------------------------------------------------------------------------------------------
 # systemd units
 # ---------------------------------------------------------------------------------------------
+# /dev/gpiochip* to the gpio group (0660), as Raspberry Pi OS's udev rules do; plain Debian leaves
+# them root's, and the service (not root) could not open its buttons and LEDs.
+install_gpio_udev_rule() {
+    local rule=/etc/udev/rules.d/60-$APP-gpio.rules others conf
+    others=$(grep -ls 'gpiochip' "$ROOT"/usr/lib/udev/rules.d/*.rules "$ROOT"/lib/udev/rules.d/*.rules \
+        "$ROOT"/etc/udev/rules.d/*.rules 2>/dev/null | grep -v -- "/60-$APP-gpio.rules\$" || true)
+    if [[ -n "$others" && ! -f "$ROOT$rule" ]]; then
+        return 0   # the OS has its own rule (Raspberry Pi OS: 99-com.rules)
+    fi
+    conf=$(mktemp)
+    cat >"$conf" <<EOF
+# Written by deploy/install.sh ($APP): GPIO chips for the gpio group, as on Raspberry Pi OS.
+SUBSYSTEM=="gpio", KERNEL=="gpiochip*", GROUP="gpio", MODE="0660"
+EOF
+    install_file "$conf" "$rule" 0644
+    rm -f "$conf"
+    record file "$rule"
+    if live_systemd && command -v udevadm >/dev/null; then
+        udevadm control --reload 2>/dev/null || true
+        udevadm trigger --subsystem-match=gpio --action=add 2>/dev/null || true
+        udevadm settle 2>/dev/null || true
+    fi
+}
+
 install_units() {
     local unit
     for unit in "$UNIT" "$FAILED_UNIT"; do
@@ -654,7 +697,12 @@ activate() {
     if ((START)); then
         # reset-failed: an earlier crash loop must not keep the start limit engaged.
         systemctl reset-failed "$UNIT" "$FAILED_UNIT" 2>/dev/null || true
-        systemctl restart "$UNIT"
+        if ! systemctl restart "$UNIT"; then
+            log "error: $UNIT did not start. Its last log lines:"
+            journalctl -u "$UNIT" -n 25 --no-pager -o cat >&2 || true
+            run_doctor
+            die "fix what the log and doctor say above, then: sudo systemctl restart $APP"
+        fi
         log "started $UNIT (systemctl status $APP; journalctl -u $APP -f)"
     fi
 }
@@ -664,9 +712,21 @@ run_doctor() {
     [[ -z "$ROOT" && -x "$bin" ]] || return 0
     "$bin" --help 2>/dev/null | grep -qw doctor || return 0
     log "running '$APP doctor' as $SERVICE_USER"
-    # As the service user, so that missing group access shows up; its verdict is advice only.
-    (cd / && runuser -u "$SERVICE_USER" -- env LG_WD=/tmp "$bin" doctor) ||
-        log "doctor reported problems (see above)"
+    # As the service runs: its user and groups (so that missing access shows up) and its key (the
+    # credential, handed over by systemd as to the unit). Its verdict is advice only.
+    local cred=()
+    if [[ -f "$CRED_ENC" ]]; then
+        cred=(-p "LoadCredentialEncrypted=$CRED_NAME:$CRED_ENC")
+    elif [[ -f "$CRED_PLAIN" ]]; then
+        cred=(-p "LoadCredential=$CRED_NAME:$CRED_PLAIN")
+    fi
+    if live_systemd && command -v systemd-run >/dev/null; then
+        systemd-run --quiet --wait --pipe --collect -p User="$SERVICE_USER" -p Group="$SERVICE_USER" \
+            -p "SupplementaryGroups=audio gpio" -p WorkingDirectory=/ "${cred[@]}" "$bin" doctor ||
+            log "doctor reported problems (see above)"
+    else
+        (cd / && runuser -u "$SERVICE_USER" -- "$bin" doctor) || log "doctor reported problems (see above)"
+    fi
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -739,6 +799,7 @@ main() {
     install_config
     install_credential
     install_units
+    install_gpio_udev_rule
     apply_hardware
     write_manifest
     activate

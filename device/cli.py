@@ -22,9 +22,13 @@ def _load(args: argparse.Namespace, **overrides: Any) -> Settings:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from device.service.startup import StartupClock
+
+    startup = StartupClock()
     from device.service.logs import setup_logging
     from device.service.supervisor import ApplianceService
 
+    startup.mark("service imports")
     overrides: dict[str, Any] = {}
     if args.keys:
         overrides["gpio_backend"] = "keyboard"   # the controls backend, built by hw.registry as any other
@@ -56,7 +60,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from device.service.control import ControlSocketError
     from device.service.instance import EXIT_ALREADY_RUNNING, AlreadyRunning
 
-    service = ApplianceService(settings, controls=controls)
+    startup.mark("settings")
+    service = ApplianceService(settings, controls=controls, startup=startup)
     try:
         return service.run()
     except AlreadyRunning as exc:
@@ -100,6 +105,8 @@ def cmd_ctl(args: argparse.Namespace) -> int:
         return 2
     try:
         reply = send_command(socket_path, args.command.replace("-", "_"), **fields)
+    except PermissionError as exc:
+        raise PermissionError(exc.errno, exc.strerror, str(socket_path)) from None
     except OSError as exc:
         print(f"cannot reach the service at {socket_path}: {exc}", file=sys.stderr)
         return 1
@@ -141,7 +148,8 @@ def format_event(event: dict[str, Any]) -> str:
 
 def format_status(status: dict[str, Any]) -> str:
     """A human table of `ctl status`."""
-    rows = [(k, v) for k, v in status.items() if k not in ("counters", "leds")]
+    rows = [(k, v) for k, v in status.items() if k not in ("counters", "leds", "devices")]
+    rows += [(f"device.{k}", v) for k, v in status.get("devices", {}).items()]
     rows += [(f"led.{k}", v) for k, v in status.get("leds", {}).items()]
     rows += [(f"counter.{k}", v) for k, v in status.get("counters", {}).items()]
     width = max(len(k) for k, _ in rows) if rows else 0
@@ -285,6 +293,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
+    except PermissionError as exc:
+        if args.command_name == "run":
+            raise   # the service's own files: a traceback in the journal, not advice to a person
+        # The config or the control socket of an installed service, used by someone outside its group.
+        from device.service.access import denied_message
+
+        print(denied_message(exc.filename), file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

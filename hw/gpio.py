@@ -59,7 +59,8 @@ from hw.controls import (
     deliver,
 )
 from hw.errors import DeviceUnavailable
-from hw.settings import GpioSettings
+from hw.gpio_factory import import_lgpio, real_pin_factory
+from hw.settings import GpioBoard, GpioSettings
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +78,7 @@ PULSE: Final = (0.6, 0.6)          # fade in, fade out seconds: agent speaking
 def _driver_errors() -> tuple[type[BaseException], ...]:
     errors: list[type[BaseException]] = [GPIOZeroError, OSError, RuntimeError]
     try:  # lgpio raises its own `lgpio.error` (e.g. "GPIO busy") straight through gpiozero
-        import lgpio
-
-        errors.append(lgpio.error)
+        errors.append(import_lgpio().error)
     except ImportError:
         pass
     return tuple(errors)
@@ -103,7 +102,9 @@ class GpioControls(Controls):
     gpiozero's threads and only call `on_event`. Any pin may be None to leave that part out.
     Pins are claimed in `__init__` (a busy or missing pin raises `DeviceUnavailable` at once);
     events are delivered from `start` on. `pins` maps each part to its BCM number; `factory` is
-    the gpiozero pin factory in use.
+    the gpiozero pin factory in use. Without `pin_factory`, `chip` and `board` choose the real one
+    (hw/gpio_factory.py: which /dev/gpiochipN, and what to do on a board gpiozero does not know);
+    a factory made here is closed by `close`.
     """
 
     def __init__(
@@ -122,6 +123,8 @@ class GpioControls(Controls):
         volume_down_pin: int | None = None,
         encoder_a_pin: int | None = None,
         encoder_b_pin: int | None = None,
+        chip: int | None = None,
+        board: GpioBoard = "auto",
     ) -> None:
         # Everything close() touches exists before the first pin is claimed (safe half-way).
         self._on_event: EventSink | None = None
@@ -136,7 +139,12 @@ class GpioControls(Controls):
         self.factory: Factory | None = pin_factory
         self._bounce = bounce_ms / 1000 if bounce_ms > 0 else None
         self._hold_seconds = hold_seconds
+        self._own_factory: Factory | None = None
         try:
+            if self.factory is None and any(p is not None for p in (
+                    call_pin, mute_pin, status_led_pin, mute_led_pin, speaking_led_pin,
+                    volume_up_pin, volume_down_pin, encoder_a_pin, encoder_b_pin)):
+                self.factory = self._own_factory = real_pin_factory(chip, board)
             buttons = ((ButtonName.CALL, call_pin), (ButtonName.MUTE, mute_pin),
                        (ButtonName.VOLUME_UP, volume_up_pin), (ButtonName.VOLUME_DOWN, volume_down_pin))
             for name, pin in buttons:
@@ -165,7 +173,8 @@ class GpioControls(Controls):
                    speaking_led_pin=settings.speaking_led_pin, bounce_ms=settings.button_bounce_ms,
                    hold_seconds=settings.long_press_seconds, volume_up_pin=settings.volume_up_pin,
                    volume_down_pin=settings.volume_down_pin, encoder_a_pin=settings.volume_encoder_a_pin,
-                   encoder_b_pin=settings.volume_encoder_b_pin)
+                   encoder_b_pin=settings.volume_encoder_b_pin,
+                   chip=settings.gpio_chip, board=settings.gpio_board)
 
     # -- construction ----------------------------------------------------------------------------
     def _button(self, name: ButtonName, pin: int) -> Button:
@@ -284,6 +293,12 @@ class GpioControls(Controls):
             if led is not None:
                 self._close_device(led, turn_off=True)
         self._status = self._mute = self._speaking = None
+        if self._own_factory is not None:
+            try:
+                self._own_factory.close()
+            except _DRIVER_ERRORS:
+                log.exception("closing the GPIO chip failed")
+            self._own_factory = None
         log.debug("GPIO controls closed: %s released", self.pins)
 
     @staticmethod

@@ -13,7 +13,12 @@ Units are the settings' own: milliseconds, seconds, BCM pin numbers, decibels.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import Final, Literal, Protocol
+
+# What `gpio_board` may say (hw/gpio_factory.py): a Raspberry Pi as gpiozero recognises it, or
+# any other board with the chip's line N as GPIO N.
+GpioBoard = Literal["auto", "pi", "generic"]
+GPIO_BOARDS: Final = ("auto", "pi", "generic")
 
 
 class AlsaSettings(Protocol):
@@ -96,6 +101,12 @@ class GpioSettings(Protocol):
 
     @property
     def volume_encoder_b_pin(self) -> int | None: ...
+
+    @property
+    def gpio_chip(self) -> int | None: ...   # /dev/gpiochipN; None: gpiozero's choice on a Pi, else 0
+
+    @property
+    def gpio_board(self) -> GpioBoard: ...
 
 
 class HwSettings(AlsaSettings, FakeAudioSettings, GpioSettings, Protocol):

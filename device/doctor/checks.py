@@ -100,6 +100,25 @@ def check_clock(now: Callable[[], float] = time.time, build_time: Callable[[], f
 
 
 # -- GPIO -----------------------------------------------------------------------------------------
+def gpio_fix(problem: str) -> str:
+    """The fix for a GPIO problem, from the driver's words."""
+    text = problem.lower()
+    if "in use" in text or "busy" in text:
+        return ("another program holds the pin (the service? `systemctl stop atoms-appliance`): stop it, "
+                "or move the part to a free pin (ATOMS_*_PIN)")
+    if "not a raspberry pi" in text:
+        return "set gpio_board = \"generic\" in config.toml to use the chip's line numbers as GPIO numbers"
+    if "lgpio is not installed" in text or "factory" in text:
+        return ("no usable GPIO here: on a Pi re-run deploy/install.sh --lgpio yes; on a laptop set "
+                "ATOMS_GPIO_BACKEND=none or mock")
+    if "ermission" in text or "can not open gpiochip" in text:
+        return ("the service user may not open /dev/gpiochip*: it must be in the gpio group and the chip "
+                "group gpio, mode 0660 (deploy/install.sh adds that udev rule where the OS has none)")
+    if "gpiochip" in text:
+        return "set gpio_chip in config.toml to a chip that exists (`ls /dev/gpiochip*`, `gpiodetect`)"
+    return "check the pin numbers (BCM) in the settings and the wiring"
+
+
 def check_gpio(backend: str, make_controls: Callable[[], Controls]) -> CheckResult:
     """Claim every configured pin (as the service would), read the buttons, release everything."""
     name = "gpio"
@@ -111,17 +130,7 @@ def check_gpio(backend: str, make_controls: Callable[[], Controls]) -> CheckResu
         controls = make_controls()
     except DeviceUnavailable as exc:
         text = str(exc)
-        if "in use" in text or "busy" in text.lower():
-            fix = ("another program holds the pin (the service? `systemctl stop atoms-appliance`): stop it, "
-                   "or move the part to a free pin (ATOMS_*_PIN)")
-        elif "factory" in text.lower():
-            fix = ("no usable GPIO here: on a Pi install python3-lgpio; on a laptop set "
-                   "ATOMS_GPIO_BACKEND=none or mock")
-        elif "ermission" in text:
-            fix = "add the service user to the gpio group"
-        else:
-            fix = "check the pin numbers (BCM) in the settings and the wiring"
-        return CheckResult.fail(name, f"cannot claim {text}", fix)
+        return CheckResult.fail(name, f"cannot claim {text}", gpio_fix(text))
     try:
         pins: dict[str, int] = dict(getattr(controls, "pins", {}))
         factory = getattr(controls, "factory", None)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from device.audio.formats import DSP_RATE
-from device.doctor import checks, network
+from device.doctor import checks, network, service
 from device.doctor.audio import AudioOptions, run_audio
 from device.doctor.core import (
     CheckResult,
@@ -42,6 +42,7 @@ from device.doctor.core import (
 )
 from device.doctor.devices import Direction, check_audio_device
 from device.doctor.meter import LiveLine
+from device.service.credentials import unit_key
 from device.service.settings import ConfigError, Settings, load_settings, setting_warnings
 from device.session.config import SessionConfig
 from hw.audio import AudioBackend
@@ -74,6 +75,11 @@ class DoctorEnv:
     controls: Callable[[Settings], Controls] = controls_from_settings
     probe: checks.ProbeRunner = checks.run_probe
     proc_root: Path = Path("/proc")
+    # The running service's status over its control socket (None: no service answers).
+    service_status: service.StatusReader = service.read_status
+    sleep: Callable[[float], None] = time.sleep
+    # Why the unit's key could not be read here (a person's shell has no $CREDENTIALS_DIRECTORY).
+    key_problem: str | None = None
     extra_secrets: list[str] = field(default_factory=list)
 
 
@@ -110,6 +116,10 @@ def run_doctor(env: DoctorEnv, live: LiveLine, audio: bool = False,
 
     def settings_check() -> CheckResult:
         result, settings_box[0] = checks.check_settings(env.load_settings, env.config_warnings)
+        loaded = settings_box[0]
+        if env.key_problem and loaded is not None and loaded.api_key is None:
+            return CheckResult.fail(result.name, "api_key is not set here, and the service's key could not "
+                                    "be read", env.key_problem)
         return result
 
     result = out.run("settings", "loading the settings", settings_check)
@@ -169,6 +179,16 @@ def _network(out: Checklist, env: DoctorEnv, settings: Settings, key_ok: bool) -
 
 
 def _hardware(out: Checklist, env: DoctorEnv, settings: Settings) -> None:
+    snapshots = service.service_snapshots(settings.control_socket, env.service_status, env.sleep)
+    if snapshots is not None:
+        # The service holds the devices: ask it rather than find them busy.
+        first, second = snapshots
+        out.run("microphone", "asking the running service",
+                lambda: service.check_device_in_service("microphone", "capture", first, second))
+        out.run("speaker", "asking the running service",
+                lambda: service.check_device_in_service("speaker", "playback", first, second))
+        out.run("gpio", "asking the running service", lambda: service.check_gpio_in_service(second, checks.gpio_fix))
+        return
     backend: list[AudioBackend] = []
 
     def device(direction: Direction, rate: int) -> CheckResult:
@@ -193,19 +213,24 @@ def main(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
     """`atoms-appliance doctor [--config FILE] [--json] [--audio] [--seconds S]`."""
     stream = stdout if stdout is not None else sys.stdout
     config: Path | None = getattr(args, "config", None)
+    # Outside the unit, the key the service uses is its systemd credential: read it as the unit
+    # gets it (root), or tell the person how to run doctor so that it can.
+    found = unit_key()
+    overrides = {"api_key": found.key} if found.key else {}
     if not logging.getLogger().handlers:
         # Library warnings go to stderr, never the key: the same redacting handler as the service,
         # told the key from wherever it comes (a credential file too), when the settings load.
         from device.service.logs import setup_logging
 
         try:
-            key = load_settings(config).api_key
+            key = load_settings(config, **overrides).api_key
         except ConfigError:
             key = None
-        setup_logging("WARNING", secrets=[os.environ.get("ATOMS_API_KEY", ""),
+        setup_logging("WARNING", secrets=[os.environ.get("ATOMS_API_KEY", ""), found.key or "",
                                           key.get_secret_value() if key is not None else ""])
-    env = DoctorEnv(load_settings=lambda: load_settings(config),
-                    config_warnings=lambda: setting_warnings(config))
+    env = DoctorEnv(load_settings=lambda: load_settings(config, **overrides),
+                    config_warnings=lambda: setting_warnings(config), key_problem=found.problem,
+                    extra_secrets=[found.key] if found.key else [])
     # With --json, stdout carries only the JSON document; a terminal on stderr still sees progress.
     live = LiveLine(sys.stderr, enabled=sys.stderr.isatty()) if args.json else LiveLine(stream)
     started = time.monotonic()

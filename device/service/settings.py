@@ -136,6 +136,14 @@ class Settings(BaseSettings):
     gpio_backend: Literal["gpiozero", "mock", "keyboard", "none"] = Field(
         "gpiozero",
         description="buttons and LEDs: gpiozero | mock | keyboard (terminal keys, `run --keys`) | none")
+    gpio_chip: int | None = Field(
+        None, ge=0, le=63,
+        description="the /dev/gpiochipN of the pins; unset: gpiozero's choice on a Pi (4 on a Pi 5 "
+        "with an older kernel, else 0), 0 on other boards")
+    gpio_board: Literal["auto", "pi", "generic"] = Field(
+        "auto", description="auto: gpiozero's detection of a Raspberry Pi, and on any other board "
+        "line N of the chip as GPIO N (with a warning) | pi: refuse other boards | generic: always "
+        "line N as GPIO N")
     call_pin: int | None = Field(17, ge=0, le=27, description="BCM pin of the call/talk button")
     mute_pin: int | None = Field(27, ge=0, le=27, description="BCM pin of the mute button")
     status_led_pin: int | None = Field(22, ge=0, le=27, description="BCM pin of the status LED")

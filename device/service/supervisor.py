@@ -8,6 +8,7 @@ instead: they are file I/O, not state.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import signal
 import threading
@@ -15,7 +16,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import CancelledError
 from types import FrameType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from device.audio.buffers import JitterBuffer, UplinkQueue
 from device.audio.dsp import make_capture_dsp
@@ -52,8 +53,6 @@ from device.core.events import (
     TimerExpired,
     VolumeCommand,
 )
-from device.diagnostics.dumper import DebugDumper
-from device.diagnostics.recorder import DebugRecorder
 from device.service.audio_watch import RESTART_INITIAL, AudioThreadWatch, WatchedThread
 from device.service.call_records import ConversationSaver, RecordStore, save_last_call_id
 from device.service.control import DUMP_AUDIO_TIMEOUT, ControlServer
@@ -77,6 +76,7 @@ from device.service.outage import Outage
 from device.service.persist import PersistentState
 from device.service.sdnotify import SystemdNotifier
 from device.service.settings import Settings
+from device.service.startup import StartupClock
 from device.service.stats import rss_mb, write_json_atomic
 from device.service.timers import CallTimers
 from device.service.volume import VolumeController
@@ -87,7 +87,11 @@ from hw.audio import AudioBackend, VolumeControl
 from hw.clock import Clock, RealClock
 from hw.controls import ButtonName, ButtonPressed, Controls, LedState
 from hw.errors import DeviceUnavailable
-from hw.registry import audio_backend_from_settings, controls_from_settings
+from hw.registry import audio_backend_from_settings, controls_backend, controls_from_settings
+
+if TYPE_CHECKING:
+    from device.diagnostics.dumper import DebugDumper
+    from device.diagnostics.recorder import DebugRecorder
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +138,10 @@ class ApplianceService:
         notifier: SystemdNotifier | None = None,
         watchdog_stale: float = WATCHDOG_STALE,
         restart_initial: float = RESTART_INITIAL,
+        startup: StartupClock | None = None,
     ) -> None:
         settings.require_agent()
+        self.startup = startup or StartupClock()
         self.settings = settings
         self.clock = clock or RealClock()
         self.observer = observer
@@ -158,7 +164,22 @@ class ApplianceService:
         # The one injection point: the backends the settings name (hw.registry), unless a test
         # hands in ready-made ones.
         self.backend = backend or audio_backend_from_settings(settings)
-        self.controls = controls or controls_from_settings(settings)
+        self.startup.mark("audio backend")
+        # No GPIO (a chip the service may not open, a pin taken by an overlay, a board gpiozero
+        # refuses) must not take the audio and the control socket down with it: run without
+        # buttons and LEDs, with the fault in the status, the log and the state (an error chime).
+        self.gpio_fault: str | None = None
+        if controls is None:
+            try:
+                controls = controls_from_settings(settings)
+            except DeviceUnavailable as exc:
+                self.gpio_fault = str(exc)
+                log.error("GPIO unavailable, running without buttons and LEDs (ctl and the audio work): %s; "
+                          "`atoms-appliance doctor` says how to fix it", exc)
+                controls = controls_backend("none")
+        self.controls = controls
+        self.startup.mark("controls (GPIO)")
+        self._devices = self._describe_devices()
         self.uplink = UplinkQueue(max(1, settings.uplink_queue_ms // UPLINK_CHUNK_MS))
         rate = settings.sample_rate
         self.jitter = JitterBuffer(bytes_for_seconds(rate, settings.jitter_buffer_seconds))
@@ -167,6 +188,10 @@ class ApplianceService:
         self.ignored_dump_signals = 0   # SIGUSR1 with recording off (the handler only counts)
         self._warned_dump_signals = 0
         if settings.debug_record_dir is not None:
+            # Imported only when recording is on: nothing else needs it before READY.
+            from device.diagnostics.dumper import DebugDumper
+            from device.diagnostics.recorder import DebugRecorder
+
             self.recorder = DebugRecorder(settings.debug_record_dir, settings.debug_record_seconds)
             self.dumper = DebugDumper(self.recorder, self.clock)
         self.dsp = make_capture_dsp(settings.aec, settings.noise_suppression, settings.auto_gain_dbfs,
@@ -176,6 +201,7 @@ class ApplianceService:
         noise_on = settings.noise_suppression > 0 or settings.auto_gain_dbfs > 0
         dsp = self.dsp
         self.vad = SpeechDetector(dsp_flag=(lambda: dsp.last_is_speech) if noise_on else None)
+        self.startup.mark("DSP (echo canceller, noise suppression)")
         self.pipeline = AudioPipeline(self.backend, self.dsp, self.uplink, self.jitter, self.post,
                                       session_rate=rate, period_ms=settings.period_ms,
                                       buffer_periods=settings.playback_buffer_periods, clock=self.clock,
@@ -359,6 +385,7 @@ class ApplianceService:
         self.instance.acquire()
         if self.install_signals and threading.current_thread() is threading.main_thread():
             self._install_signal_handlers()
+        self.startup.mark("session and pipeline objects")
         self.control.bind()
         if self.dumper is not None:
             self.dumper.start()
@@ -368,13 +395,17 @@ class ApplianceService:
         self.session.start()
         self.control.start()
         self.controls.start(self.post)
+        self.startup.mark("threads started")
         transition = state_machine.boot(self.config, self.persist.load_muted())
         self._apply(transition.state, transition.actions)
+        if self.gpio_fault is not None:
+            self.handle(HardwareLost("gpio", self.gpio_fault))
         # READY once audio and controls are up, not when the cloud answers: buttons and LEDs
         # must work with no network.
         self.notifier.ready()
         self.notifier.status(self._status_text())
-        log.info("ready: %s mode, control socket %s", self.config.mode.value, self.settings.control_socket)
+        log.info("ready: %s mode, control socket %s; %s", self.config.mode.value, self.settings.control_socket,
+                 self.startup.summary())
 
     def run(self) -> int:
         """Start, then process events until shutdown. Returns the exit status."""
@@ -522,6 +553,16 @@ class ApplianceService:
         elif isinstance(action, StopService):
             self._stop.set()
 
+    def _describe_devices(self) -> dict[str, Any]:
+        """What the service holds, for `ctl status` and `doctor` (which cannot open them while we run)."""
+        s = self.settings
+        pins = dict(getattr(self.controls, "pins", {}))
+        factory = getattr(self.controls, "factory", None)
+        gpio = {"backend": s.gpio_backend, "factory": type(factory).__name__ if factory is not None else None,
+                "pins": pins, "fault": self.gpio_fault}
+        return {"backend": s.audio_backend, "microphone": s.capture_device, "speaker": s.playback_device,
+                "gpio": gpio}
+
     def _status_text(self) -> str:
         s = self.state
         flags = [f for f, on in (("muted", s.muted), ("agent speaking", s.agent_speaking),
@@ -574,6 +615,7 @@ class ApplianceService:
             "last_call": self.last_call, "timers": self.timers.remaining(),
             "leds": {"status": self.leds.status.value, "mute": self.leds.mute,
                      "speaking": self.leds.speaking, "indicator": self.leds.indicator.value},
+            "devices": self._devices, "pid": os.getpid(),
             "counters": self.counters(),
         }
 

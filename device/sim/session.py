@@ -132,7 +132,10 @@ class SimSession:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             self._log.end(self.call_id)
-            self._event("disconnect", code=self._ws.close_code, reason=self._ws.close_reason)
+            # The session's audio total, for a test that reads only the events file (a system
+            # test in a VM checks that a muted call sent nothing).
+            self._event("disconnect", code=self._ws.close_code, reason=self._ws.close_reason,
+                        audio_bytes=self._rec.audio_bytes_by_session.get(self.session_id, 0))
 
     def _schedule_faults(self) -> None:
         drop = self._plan.drop_after(self._index)

@@ -412,3 +412,50 @@ def test_venv_build_upgrade_and_removal(root: Path, tmp_path: Path) -> None:
     run_install("--root", str(root), "--uninstall", script=installer)
     assert not venv.exists()
     assert not (root / "usr/local/bin/atoms-appliance").exists()
+
+
+UDEV_RULE = "etc/udev/rules.d/60-atoms-appliance-gpio.rules"
+
+
+def test_gpio_udev_rule_where_the_os_has_none(root: Path) -> None:
+    """Plain Debian leaves /dev/gpiochip* root's: the installer gives them to the gpio group."""
+    run_install("--root", str(root), "--no-venv")
+    rule = (root / UDEV_RULE).read_text()
+    assert 'SUBSYSTEM=="gpio", KERNEL=="gpiochip*", GROUP="gpio", MODE="0660"' in rule
+    assert mode(root / UDEV_RULE) == 0o644
+    assert f"file /{UDEV_RULE}" in (root / MANIFEST).read_text()
+    run_install("--root", str(root), "--uninstall")
+    assert not (root / UDEV_RULE).exists()
+
+
+def test_no_gpio_udev_rule_where_the_os_has_one(root: Path) -> None:
+    """Raspberry Pi OS ships its own rule (99-com.rules): ours would only be a second opinion."""
+    os_rules = root / "usr/lib/udev/rules.d"
+    os_rules.mkdir(parents=True)
+    (os_rules / "99-com.rules").write_text('SUBSYSTEM=="gpio", KERNEL=="gpiochip*", GROUP="gpio", MODE="0660"\n')
+    run_install("--root", str(root), "--no-venv")
+    assert not (root / UDEV_RULE).exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/usr/bin/python3").exists(), reason="no /usr/bin/python3")
+def test_lgpio_without_swig_or_a_wheel_fails_early_with_the_fix(root: Path, tmp_path: Path) -> None:
+    """With --root there is no apt to fetch swig: when no lgpio wheel is at hand either (Python
+    3.13, or aarch64), the installer says so before building anything."""
+    probe = subprocess.run(["/usr/bin/python3", "-c", "import venv, ensurepip"], check=False, capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("python3-venv is missing (apt-get install python3-venv)")
+    bin_dir = tmp_path / "bin"   # a PATH without swig
+    bin_dir.mkdir()
+    for tool in ("bash", "cat", "chmod", "chown", "cmp", "cut", "dirname", "find", "grep", "id", "ln", "mkdir",
+                 "mktemp", "mv", "readlink", "rm", "rmdir", "sed", "sha256sum", "sort", "tar", "tr", "xargs", "awk",
+                 "basename", "env", "stat"):
+        found = shutil.which(tool)
+        if found:
+            (bin_dir / tool).symlink_to(found)
+    result = run_install("--root", str(root), "--no-start", "--lgpio", "yes", "--pip-args", "--no-index",
+                         env={"PATH": str(bin_dir)}, check=False)
+    assert result.returncode != 0
+    assert "lgpio has no wheel for Python" in result.stderr
+    assert "apt-get install swig" in result.stderr and "--find-links DIR" in result.stderr
+    assert not (root / "opt/atoms-appliance/venv/bin/atoms-appliance").exists()

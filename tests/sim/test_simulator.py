@@ -440,6 +440,8 @@ def test_events_file_and_wait_helpers(tmp_path: Path, make_sim: SimFactory) -> N
     assert {"connect", "created", "close_requested", "disconnect"} <= {e["kind"] for e in lines}
     assert KEY not in path.read_text()
     assert list(sim.audio_bytes_by_session.values()) == [6400]
+    # The events file alone tells what one session sent (the system test reads only the file).
+    assert [e["audio_bytes"] for e in lines if e["kind"] == "disconnect"] == [6400]
 
 
 def test_vad_finds_start_and_end_in_stream_time() -> None:

@@ -385,7 +385,7 @@ class ApplianceService:
         self.instance.acquire()
         if self.install_signals and threading.current_thread() is threading.main_thread():
             self._install_signal_handlers()
-        self.startup.mark("session and pipeline objects")
+        self.startup.mark("pipeline and client objects")
         self.control.bind()
         if self.dumper is not None:
             self.dumper.start()
@@ -395,7 +395,7 @@ class ApplianceService:
         self.session.start()
         self.control.start()
         self.controls.start(self.post)
-        self.startup.mark("threads started")
+        self.startup.mark("threads")
         transition = state_machine.boot(self.config, self.persist.load_muted())
         self._apply(transition.state, transition.actions)
         if self.gpio_fault is not None:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 import queue
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from device.core.threads import OwnedThread
 from device.diagnostics.recorder import DebugRecorder, DumpedFile
@@ -134,3 +134,23 @@ class DebugDumper(OwnedThread):
             self.dumps += 1
             for r in requests:
                 r.future.set_result(files)
+
+
+def dump_reply(dumper: DebugDumper | None, timeout: float) -> dict[str, Any]:
+    """`ctl dump-audio` (the control thread): write the debug recording now, wait for it and
+    reply with the files; an error reply when recording is off or the dump fails."""
+    if dumper is None:
+        return {"ok": False, "error": "debug recording is off: set ATOMS_DEBUG_RECORD_DIR (or "
+                "debug_record_dir in config.toml) to a writable directory and restart the service"}
+    directory = dumper.recorder.directory
+    try:
+        files = dumper.request("ctl dump-audio").result(timeout)
+    except TimeoutError:
+        return {"ok": False, "error": f"the dump did not finish within {timeout:g} s; "
+                "it goes on, see the log"}
+    except CancelledError:
+        return {"ok": False, "error": "the service is stopping"}
+    except Exception as exc:  # noqa: BLE001 - logged by the dumper; the control thread must go on
+        return {"ok": False, "error": f"cannot write the debug recording to {directory}: {exc}"}
+    return {"ok": True, "cmd": "dump_audio", "directory": str(directory),
+            "files": [f.as_dict() for f in files]}

@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 
 
 def _session_config(settings: Settings) -> SessionConfig:
-    from device.service.supervisor import session_config
+    from device.service.wiring import session_config
 
     return session_config(settings)
 

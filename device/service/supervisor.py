@@ -8,19 +8,17 @@ instead: they are file I/O, not state.
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import signal
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import CancelledError
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Final
 
 from device.audio.buffers import JitterBuffer, UplinkQueue
 from device.audio.dsp import make_capture_dsp
-from device.audio.formats import FRAME_MS, UPLINK_CHUNK_MS, bytes_for_seconds
+from device.audio.formats import UPLINK_CHUNK_MS, bytes_for_seconds
 from device.audio.pipeline import AudioPipeline
 from device.audio.vad import SpeechDetector
 from device.core import state_machine
@@ -53,6 +51,7 @@ from device.core.events import (
     TimerExpired,
     VolumeCommand,
 )
+from device.service import report
 from device.service.audio_watch import RESTART_INITIAL, AudioThreadWatch, WatchedThread
 from device.service.call_records import ConversationSaver, RecordStore, save_last_call_id
 from device.service.control import DUMP_AUDIO_TIMEOUT, ControlServer
@@ -77,12 +76,11 @@ from device.service.persist import PersistentState
 from device.service.sdnotify import SystemdNotifier
 from device.service.settings import Settings
 from device.service.startup import StartupClock
-from device.service.stats import rss_mb, write_json_atomic
+from device.service.stats import write_json_atomic
 from device.service.timers import CallTimers
-from device.service.volume import VolumeController
+from device.service.volume import VolumeController, volume_reply
+from device.service.wiring import conversation_source, session_config
 from device.session.client import SessionClient
-from device.session.config import SessionConfig
-from device.session.conversation import ConversationSource
 from hw.audio import AudioBackend, VolumeControl
 from hw.clock import Clock, RealClock
 from hw.controls import ButtonName, ButtonPressed, Controls, LedState
@@ -96,36 +94,17 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TICK: Final = 0.25
-# Call states in which the session client's last error is current (it is trying, or was refused).
-_SESSION_TROUBLE: Final = frozenset({CallState.CONNECTING, CallState.RECONNECTING, CallState.AUTH_ERROR})
 MAX_PENDING_EVENTS: Final = 1000
 WATCHDOG_STALE: Final = 5.0  # an audio thread without progress for this long is stuck
 LEVELS_INTERVAL: Final = 0.1  # the event stream's level meter: about 10 a second
 _VOLUME_BUTTONS: Final = (ButtonName.VOLUME_UP, ButtonName.VOLUME_DOWN)
 
 
-def conversation_source(settings: Settings) -> ConversationSource:
-    assert settings.api_key is not None
-    return ConversationSource(url=settings.url, api_key=settings.api_key.get_secret_value(),
-                              auth=settings.auth)
-
-
-def session_config(settings: Settings) -> SessionConfig:
-    assert settings.api_key is not None
-    return SessionConfig(
-        url=settings.url, api_key=settings.api_key.get_secret_value(), agent_id=settings.agent_id,
-        sample_rate=settings.sample_rate, variables=dict(settings.variables), auth=settings.auth,
-        connect_timeout=settings.connect_timeout, ping_interval=settings.ping_interval,
-        ping_timeout=settings.ping_timeout, backoff_initial=settings.backoff_initial,
-        backoff_max=settings.backoff_max, max_message_bytes=settings.max_message_bytes)
-
-
 class ApplianceService:
     """The running appliance. `run()` on the main thread; `post()` from any thread.
 
-    `observer(kind, data)` (optional) is told of state changes ("state"), transcripts
-    ("transcript") and events ("event"), on the main thread; the demo prints them.
-    """
+    `observer(kind, data)` (optional) is told of state changes ("state"), transcripts ("transcript")
+    and events ("event"), on the main thread; the demo prints them. Its report is `report.py`."""
 
     def __init__(
         self,
@@ -179,7 +158,7 @@ class ApplianceService:
                 controls = controls_backend("none")
         self.controls = controls
         self.startup.mark("controls (GPIO)")
-        self._devices = self._describe_devices()
+        self._devices = report.describe_devices(self)
         self.uplink = UplinkQueue(max(1, settings.uplink_queue_ms // UPLINK_CHUNK_MS))
         rate = settings.sample_rate
         self.jitter = JitterBuffer(bytes_for_seconds(rate, settings.jitter_buffer_seconds))
@@ -317,23 +296,10 @@ class ApplianceService:
         self.post(Shutdown())
 
     def dump_audio(self) -> dict[str, Any]:
-        """`ctl dump-audio` (the control thread): write the debug recording now, wait for it and
-        reply with the files; an error reply when recording is off or the dump fails."""
-        if self.dumper is None:
-            return {"ok": False, "error": "debug recording is off: set ATOMS_DEBUG_RECORD_DIR (or "
-                    "debug_record_dir in config.toml) to a writable directory and restart the service"}
-        directory = self.dumper.recorder.directory
-        try:
-            files = self.dumper.request("ctl dump-audio").result(DUMP_AUDIO_TIMEOUT)
-        except TimeoutError:
-            return {"ok": False, "error": f"the dump did not finish within {DUMP_AUDIO_TIMEOUT:g} s; "
-                    "it goes on, see the log"}
-        except CancelledError:
-            return {"ok": False, "error": "the service is stopping"}
-        except Exception as exc:  # noqa: BLE001 - logged by the dumper; the control thread must go on
-            return {"ok": False, "error": f"cannot write the debug recording to {directory}: {exc}"}
-        return {"ok": True, "cmd": "dump_audio", "directory": str(directory),
-                "files": [f.as_dict() for f in files]}
+        """`ctl dump-audio` (the control thread): write the debug recording now and reply."""
+        from device.diagnostics.dumper import dump_reply  # imported only when used: start-up time
+
+        return dump_reply(self.dumper, DUMP_AUDIO_TIMEOUT)
 
     def say(self, text: str) -> dict[str, Any]:
         """`ctl say` (the control thread): typed text to the agent, only during a call. Mute is
@@ -349,20 +315,10 @@ class ApplianceService:
     def volume_command(self, spec: str | None) -> dict[str, Any]:
         """`ctl volume [N|+N|-N]` (the control thread): the level now, or a change for the main
         thread; the reply gives the level it will have (clamped to 0-100)."""
-        current = self.volume.level
-        if spec is None:
-            return {"ok": True, "cmd": "volume", "volume": current}
-        text = spec.strip()
-        try:
-            number = int(text)
-        except ValueError:
-            return {"ok": False, "error": f"volume: {spec[:20]!r} is not N, +N or -N (N a whole percent)"}
-        relative = text[:1] in "+-"
-        if not relative and not 0 <= number <= 100:
-            return {"ok": False, "error": "volume: the level is 0-100 (or +N/-N to change it)"}
-        self.post(VolumeCommand(delta=number) if relative else VolumeCommand(level=number))
-        target = max(0, min(100, current + number if relative else number))
-        return {"ok": True, "cmd": "volume", "volume": target}
+        reply, command = volume_reply(spec, self.volume.level)
+        if command is not None:
+            self.post(command)
+        return reply
 
     def _on_dump_signal(self, signum: int, frame: FrameType | None) -> None:
         # A signal handler: only enqueue (SimpleQueue.put is reentrant) or count, never write files.
@@ -403,7 +359,7 @@ class ApplianceService:
         # READY once audio and controls are up, not when the cloud answers: buttons and LEDs
         # must work with no network.
         self.notifier.ready()
-        self.notifier.status(self._status_text())
+        self.notifier.status(report.status_text(self.state))
         log.info("ready: %s mode, control socket %s; %s", self.config.mode.value, self.settings.control_socket,
                  self.startup.summary())
 
@@ -459,7 +415,7 @@ class ApplianceService:
                 (new_state.call, new_state.muted, new_state.agent_speaking, new_state.talking):
             log.info("state %s%s%s%s", new_state.call.value, " muted" if new_state.muted else "",
                      " agent-speaking" if new_state.agent_speaking else "", " talking" if new_state.talking else "")
-            self.notifier.status(self._status_text())
+            self.notifier.status(report.status_text(self.state))
             self.post_observer("state", {"call": new_state.call.value, "muted": new_state.muted,
                                          "agent_speaking": new_state.agent_speaking,
                                          "talking": new_state.talking})
@@ -553,23 +509,6 @@ class ApplianceService:
         elif isinstance(action, StopService):
             self._stop.set()
 
-    def _describe_devices(self) -> dict[str, Any]:
-        """What the service holds, for `ctl status` and `doctor` (which cannot open them while we run)."""
-        s = self.settings
-        pins = dict(getattr(self.controls, "pins", {}))
-        factory = getattr(self.controls, "factory", None)
-        gpio = {"backend": s.gpio_backend, "factory": type(factory).__name__ if factory is not None else None,
-                "pins": pins, "fault": self.gpio_fault}
-        return {"backend": s.audio_backend, "microphone": s.capture_device, "speaker": s.playback_device,
-                "gpio": gpio}
-
-    def _status_text(self) -> str:
-        s = self.state
-        flags = [f for f, on in (("muted", s.muted), ("agent speaking", s.agent_speaking),
-                                 ("talking", s.talking)) if on]
-        faults = [f"{d} lost" for d in sorted(s.hardware_faults)]
-        return ", ".join([s.call.value.replace("_", " "), *flags, *faults])
-
     def _tick(self) -> None:
         now = time.monotonic()
         if not self.state.shutting_down:
@@ -601,71 +540,13 @@ class ApplianceService:
             self.write_stats()
 
     def _publish_status(self) -> None:
-        s, c = self.state, self.session
-        self._status = {
-            "call_state": s.call.value, "muted": s.muted, "agent_speaking": s.agent_speaking,
-            "talking": s.talking, "call_mode": self.config.mode.value,
-            "hardware_faults": sorted(s.hardware_faults), "session_id": c.session_id,
-            "call_id": c.call_id, "link": c.state.value, "sample_rate": self.pipeline.stream_format.rate,
-            "volume": self.volume.level,
-            "volume_control": "hardware" if self.volume.mixer is not None else "software",
-            # The session's own error only while it is not up: once a call works again it is history.
-            "last_error": s.last_error or (c.last_error if s.call in _SESSION_TROUBLE else None),
-            "mute_saved": self.persist.unsaved is None,
-            "last_call": self.last_call, "timers": self.timers.remaining(),
-            "leds": {"status": self.leds.status.value, "mute": self.leds.mute,
-                     "speaking": self.leds.speaking, "indicator": self.leds.indicator.value},
-            "devices": self._devices, "pid": os.getpid(),
-            "counters": self.counters(),
-        }
+        self._status = report.status(self)
 
     def counters(self) -> dict[str, Any]:
-        c = self.session.counters()
-        return {
-            **self.pipeline.counters(),
-            "chunks_sent": c.chunks_sent,
-            "uplink_dropped_chunks": self.uplink.dropped_chunks,
-            "bytes_up": c.bytes_up, "bytes_down": c.bytes_down,
-            "connects": c.connects, "reconnects": c.reconnects, "sessions": c.sessions,
-            "send_errors": c.send_errors, "auth_rejections": c.auth_rejections,
-            "server_errors": c.server_errors, "stale_chunks": c.stale_chunks,
-            "outage_recordings_skipped": self.dumper.skipped_outages if self.dumper is not None else 0,
-            "malformed": c.malformed,
-            "jitter_overflow_bytes": self.jitter.overflow_bytes,
-            "discarded_agent_bytes": c.discarded_audio_bytes,
-            "capture_thread_restarts": self.audio_watch.restarts["capture"],
-            "playback_thread_restarts": self.audio_watch.restarts["playback"],
-            "dropped_events": self.dropped_events,
-            "event_subscribers": self.hub.subscribers,
-            "event_subscribers_dropped": self.hub.dropped_subscribers,
-            "first_words_frames_sent": self.pipeline.preroll.sent_frames,
-            "first_words_frames_dropped": self.pipeline.preroll.dropped_frames,
-            "volume_mixer_errors": self.volume.mixer_errors,
-            "texts_sent": c.texts_sent, "calls_ended": dict(self.calls_ended),
-            "conversations_saved": self.saver.store.saved if self.saver is not None else 0,
-            "conversation_save_failures": self.saver.failed if self.saver is not None else 0,
-            "mute_save_failures": self.persist.saves.failures,
-            "stats_write_failures": self.stats_writes.failures,
-            "control_clients": self.control.clients_now,
-            **{f"control_{kind}": n for kind, n in self.control.counters.items()},
-        }
+        return report.counters(self)
 
     def stats(self) -> dict[str, Any]:
-        counters = self.counters()
-        latency = self.session.counters().capture_to_send_ms
-        return {
-            "uptime_s": round(time.monotonic() - self.started_at, 1),
-            "call_state": self.state.call.value,
-            "frames_captured": counters["frames_captured"],
-            "frames_sent": counters["chunks_sent"] * (UPLINK_CHUNK_MS // FRAME_MS),
-            "frames_dropped": counters["uplink_dropped_chunks"] * (UPLINK_CHUNK_MS // FRAME_MS),
-            "bytes_up": counters["bytes_up"], "bytes_down": counters["bytes_down"],
-            "reconnects": counters["reconnects"], "malformed": counters["malformed"],
-            "underruns": counters["playback_underruns"], "overruns": counters["capture_overruns"],
-            "capture_to_send_ms": latency,
-            "interruption_to_silence_ms": self.pipeline.flush_latency.percentiles_ms(0.5, 0.99),
-            "rss_mb": rss_mb(), "last_call": self.last_call, "counters": counters,
-        }
+        return report.stats(self)
 
     def write_stats(self) -> None:
         if self.settings.stats_file is None:

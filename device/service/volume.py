@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 from device.audio.volume import SoftwareGain, clamp_level, level_db, level_gain
+from device.core.events import VolumeCommand
 from hw.audio import VolumeControl
 from hw.clock import Clock
 from hw.errors import DeviceUnavailable
@@ -83,3 +84,21 @@ class VolumeController:
     def close(self) -> None:
         if self.mixer is not None:
             self.mixer.close()
+
+
+def volume_reply(spec: str | None, current: int) -> tuple[dict[str, Any], VolumeCommand | None]:
+    """A `ctl volume` request (`spec`: None, "N", "+N" or "-N") at level `current`: the reply,
+    and the command for the main thread (None when nothing changes or the request is bad)."""
+    if spec is None:
+        return {"ok": True, "cmd": "volume", "volume": current}, None
+    text = spec.strip()
+    try:
+        number = int(text)
+    except ValueError:
+        return {"ok": False, "error": f"volume: {spec[:20]!r} is not N, +N or -N (N a whole percent)"}, None
+    relative = text[:1] in "+-"
+    if not relative and not 0 <= number <= 100:
+        return {"ok": False, "error": "volume: the level is 0-100 (or +N/-N to change it)"}, None
+    target = max(0, min(100, current + number if relative else number))
+    command = VolumeCommand(delta=number) if relative else VolumeCommand(level=number)
+    return {"ok": True, "cmd": "volume", "volume": target}, command

@@ -78,7 +78,7 @@ MUTATIONS = [
              "device/session/connection.py", "delay = self.backoff.next_delay(ending.retry_after)",
              "delay = 3600.0  # mutation: a lost connection is retried only an hour later"),
     Mutation("power-cut", power.test_power_cut_right_after_mute_keeps_it_muted, "device/service/persist.py",
-             'write_json_atomic(self.path, {"muted": muted}, durable=True)', "pass  # mutation: mute not saved"),
+             "write_json_atomic(self.path, dict(self._known), durable=True)", "pass  # mutation: state not saved"),
     Mutation("reboot", power.test_reboot_comes_back_by_itself, shell=f"systemctl disable {UNIT}",
              undo=f"systemctl enable {UNIT}", restart=False),
 ]

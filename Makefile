@@ -38,7 +38,7 @@ system-deps: .stamp-system-deps
 $(BIN)/atoms-appliance: pyproject.toml .stamp-deps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,bench]'
 	@touch $@
 
 venv: $(BIN)/atoms-appliance

@@ -236,7 +236,10 @@ class ControlServer(OwnedThread):
                     self._reserve()
                     sel.register(listener, selectors.EVENT_READ, None)
                 busy = any(self._ready_lines(c) for c in clients.values())
-                for key, mask in sel.select(timeout=0 if busy else LOOP_SECONDS):
+                # With no client and no accept pause there is nothing to time out: sleep until a
+                # connection, a published event or a stop (both wake the selector), not 5 times a second.
+                timeout = 0 if busy else (None if not clients and accept_paused_until is None else LOOP_SECONDS)
+                for key, mask in sel.select(timeout=timeout):
                     if key.data is None:
                         if not self._accept(listener, sel, clients):
                             sel.unregister(listener)

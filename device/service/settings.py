@@ -94,7 +94,8 @@ class Settings(BaseSettings):
     audio_backend: Literal["alsa", "fake"] = Field("alsa", description="alsa | fake")
     capture_device: str = Field("default", description="ALSA PCM name of the microphone")
     playback_device: str = Field("default", description="ALSA PCM name of the speaker")
-    period_ms: int = Field(10, ge=10, le=100, description="device period, a multiple of 10 ms")
+    # 20 ms: half the audio threads' wake-ups of 10 ms, which cost more than the work (docs/benchmarks.md)
+    period_ms: int = Field(20, ge=10, le=100, description="device period, a multiple of 10 ms")
     playback_buffer_periods: int = Field(
         3, ge=2, le=32,
         description="periods in the playback buffer: 3 keeps 2 to 3 periods queued (never fewer than 2)")

@@ -93,7 +93,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TICK: Final = 0.25
+# The main thread's longest sleep between events: the audio-thread watch, the activity poll and
+# the status snapshot run once per tick (a timer due sooner shortens it). 1 s, not 0.25 s: each
+# wake-up of an idle thread costs more than its work (docs/benchmarks.md), and nothing it checks
+# needs finer than a second (the watchdog's stale bound is 5 s, call limits are whole seconds).
+TICK: Final = 1.0
 MAX_PENDING_EVENTS: Final = 1000
 WATCHDOG_STALE: Final = 5.0  # an audio thread without progress for this long is stuck
 LEVELS_INTERVAL: Final = 0.1  # the event stream's level meter: about 10 a second
@@ -368,9 +372,9 @@ class ApplianceService:
         self.start()
         try:
             while not self._stop.is_set():
-                timeout = TICK
+                timeout = min(TICK, self.timers.due_in())
                 if self.pipeline.gain.measure:  # wake for the level meter too
-                    timeout = max(0.0, min(TICK, self._next_levels - time.monotonic()))
+                    timeout = max(0.0, min(timeout, self._next_levels - time.monotonic()))
                 try:
                     event = self.events.get(timeout=timeout)
                 except queue.Empty:

@@ -32,6 +32,12 @@ class CallTimers:
         del self._deadlines[name]
         return name
 
+    def due_in(self) -> float:
+        """Seconds until the earliest timer is due (0 if one is; infinity with none running)."""
+        if not self._deadlines:
+            return float("inf")
+        return max(0.0, min(self._deadlines.values()) - self.clock.monotonic())
+
     def remaining(self) -> dict[str, float]:
         """Seconds left per running timer (for `ctl status`)."""
         now = self.clock.monotonic()

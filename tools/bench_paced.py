@@ -83,6 +83,16 @@ def _wait_in_call(service: subprocess.Popen[bytes], stats_file: Path) -> None:
     raise RuntimeError(f"the service did not start a call within {STARTUP_TIMEOUT:.0f} s")
 
 
+def _stop(process: subprocess.Popen[Any]) -> None:
+    """SIGTERM, then SIGKILL if it has not ended within 15 s (a loaded host is slow to exit)."""
+    process.terminate()
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
+
+
 def _py_spy() -> str | None:
     found = Path(sys.executable).parent / "py-spy"
     return str(found) if found.exists() else shutil.which("py-spy")
@@ -194,10 +204,8 @@ def paced_call(rate: int, mic: np.ndarray, tmp: Path, seconds: float = 20.0, env
     finally:
         if gil_event:
             _remove_gil_probe(gil_event)
-        service.terminate()
-        service.wait(10)
-        sim.terminate()
-        sim.wait(5)
+        _stop(service)
+        _stop(sim)
     stats = json.loads(stats_file.read_text())
     per_name = by_name(threads0, threads1)
     result: dict[str, Any] = {

@@ -54,15 +54,22 @@ class SpeechDetector:
         self.kind = "webrtc" if dsp_flag is not None else "energy"
         self.speech_frames = 0
         self.active = False
-        self.level_dbfs = SILENCE_DBFS  # the last frame's level (the event stream's mic meter)
+        self._last_frame = b""          # for `level_dbfs`, computed only when read
         self._window: collections.deque[bool] = collections.deque(maxlen=WINDOW_FRAMES)
         self._count = 0
         self._floor = ENERGY_MIN_DBFS - ENERGY_MARGIN_DB
 
+    @property
+    def level_dbfs(self) -> float:
+        """The last frame's level (the event stream's mic meter, ~10 reads a second at most): with
+        the DSP's own speech flag, computed here on demand rather than for every frame."""
+        return frame_dbfs(self._last_frame)
+
     def _raw(self, frame: bytes) -> bool:
-        level = self.level_dbfs = frame_dbfs(frame)
+        self._last_frame = frame
         if self.dsp_flag is not None:
             return self.dsp_flag()
+        level = frame_dbfs(frame)
         if level < self._floor:
             self._floor = level
         else:

@@ -6,18 +6,21 @@ under the usual names at any depth and for the role and text of each under the u
 and says so when it finds none (`--json` always shows the record as it came).
 
 HTTP with the standard library's urllib: one GET with a timeout is all we need, and the service
-already avoids a second HTTP stack (websocket-client does its own upgrade).
+already avoids a second HTTP stack (websocket-client does its own upgrade). `urllib.request` is
+imported at the first fetch, not with this module: it brings http.client and the email package
+(~3 MB of RSS measured, docs/benchmarks.md) into every service, most of which never fetch.
 """
 from __future__ import annotations
 
 import json
 import logging
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+if TYPE_CHECKING:
+    import urllib.request
 
 log = logging.getLogger(__name__)
 
@@ -32,16 +35,18 @@ _AGENT_ROLES: Final = frozenset({"agent", "assistant", "bot", "ai", "system_agen
 _USER_ROLES: Final = frozenset({"user", "human", "customer", "caller", "client"})
 
 
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    """urllib would follow a redirect with our Authorization header to wherever it points: the
-    key must only ever go to the configured host, so a redirect is an error instead."""
+def _opener() -> urllib.request.OpenerDirector:
+    """An opener that refuses redirects: urllib would follow one with our Authorization header to
+    wherever it points, and the key must only ever go to the configured host."""
+    import urllib.error
+    import urllib.request
 
-    def redirect_request(self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any,
-                         newurl: str) -> None:
-        raise urllib.error.HTTPError(req.full_url, code, f"redirected ({msg}); not followed", headers, fp)
+    class NoRedirects(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any,
+                             newurl: str) -> None:
+            raise urllib.error.HTTPError(req.full_url, code, f"redirected ({msg}); not followed", headers, fp)
 
-
-_OPENER: Final = urllib.request.build_opener(_NoRedirects)
+    return urllib.request.build_opener(NoRedirects)
 
 
 class ConversationError(Exception):
@@ -68,6 +73,9 @@ def conversation_url(connect_url: str, call_id: str) -> str:
 
 def fetch_conversation(source: ConversationSource, call_id: str) -> dict[str, Any]:
     """GET the call's record. Raises ConversationError (HTTP status, network, not JSON)."""
+    import urllib.error
+    import urllib.request
+
     if not call_id.strip():
         raise ConversationError("no call id given")
     url = conversation_url(source.url, call_id)
@@ -79,7 +87,7 @@ def fetch_conversation(source: ConversationSource, call_id: str) -> dict[str, An
         headers["Authorization"] = f"Bearer {source.api_key}"
     request = urllib.request.Request(url, headers=headers, method="GET")
     try:
-        with _OPENER.open(request, timeout=source.timeout) as response:
+        with _opener().open(request, timeout=source.timeout) as response:
             body = response.read(MAX_RESPONSE_BYTES + 1)
     except urllib.error.HTTPError as exc:
         hint = {401: "the API key was refused", 403: "the API key may not read this call",

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 if TYPE_CHECKING:
-    import urllib.request
+    from urllib.request import OpenerDirector
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ _AGENT_ROLES: Final = frozenset({"agent", "assistant", "bot", "ai", "system_agen
 _USER_ROLES: Final = frozenset({"user", "human", "customer", "caller", "client"})
 
 
-def _opener() -> urllib.request.OpenerDirector:
+def _opener() -> OpenerDirector:
     """An opener that refuses redirects: urllib would follow one with our Authorization header to
     wherever it points, and the key must only ever go to the configured host."""
     import urllib.error

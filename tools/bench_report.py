@@ -137,6 +137,10 @@ def write_report(results: dict[int, dict[str, Any]], failures: list[str], pinned
               "includes what only the fakes cost (each fake device sleeps on a timer every 10 ms; on a Pi, "
               "alsa-lib blocks until the card's interrupt) and the host's virtualised timer wake-ups, so it "
               "overstates a Pi; measuring on a Zero 2 W before shipping one is still the plan.", ""]
+    lines += ["One measurement alone, printed as JSON (nothing written): `python -m tools.bench bare --rate 16000 "
+              "[--api livekit|direct]`, `python -m tools.bench bare-paced --rate 16000 [--seconds 20] "
+              "[--period-ms 20]`, `python -m tools.bench paced --rate 24000 [--seconds 20] [--period-ms 20] "
+              "[--profile FILE] [--gil]` (`python -m tools.bench --help`).", ""]
     lines += breakdown_lines(results)
     lines.append("All targets met." if not failures else "Missed: " + "; ".join(failures))
     (REPO / "docs").mkdir(exist_ok=True)

@@ -33,13 +33,13 @@ class UplinkChunk:
 class UplinkQueue:
     """Mic chunks from the capture thread to the sender thread; drops the oldest when full.
 
-    One wake-up per chunk: a `threading.Condition` notifies while the putter still holds its lock,
-    so the woken sender runs at once (on one CPU it preempts the capture thread), finds the lock
-    taken, and sleeps again until the put returns: two wake-ups and two GIL hand-overs per 20 ms
-    chunk (`make bench`'s per-thread table showed the sender waking twice per chunk). Here the
-    deque is guarded by a plain lock held only around the deque itself, and the wake-up is a
-    separate one-permit signal released after that lock is let go. `queue.SimpleQueue` wakes
-    once too, but cannot drop the oldest chunk (sparing commits) or be cleared.
+    No wake-up into a held lock: a `threading.Condition` notifies while the putter still holds
+    its lock, so the woken sender (on one pinned CPU it preempts the capture thread at once) can
+    find that lock taken and sleep again until the put returns. Here the deque is guarded by a
+    plain lock held only around the deque itself, and the wake-up is a separate one-permit signal
+    released after that lock is let go. (The sender still waits once for the GIL per chunk, which
+    no queue avoids: docs/benchmarks.md.) `queue.SimpleQueue` would do the same, but cannot drop
+    the oldest chunk (sparing commits) or be cleared.
     """
 
     def __init__(self, max_chunks: int) -> None:

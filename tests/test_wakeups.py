@@ -7,7 +7,7 @@ from pathlib import Path
 
 from device.audio.buffers import UplinkChunk, UplinkQueue
 from device.core.threads import OwnedThread, name_os_thread
-from device.service.timers import CallTimers
+from device.service.timers import CallTimers, earliest_due
 from hw.clock import ManualClock
 
 
@@ -102,3 +102,10 @@ def test_name_os_thread_names_only_the_calling_thread() -> None:
     thread.join(10)
     assert names == ["helper"]
     assert _comm() == before
+
+
+def test_earliest_due_counts_only_what_runs_and_is_never_negative() -> None:
+    assert earliest_due(10.0, ()) == float("inf")
+    assert earliest_due(10.0, ((12.5, True), (11.0, False), (15.0, True))) == 2.5
+    assert earliest_due(10.0, ((9.0, True),)) == 0.0
+    assert earliest_due(10.0, ((11.0, False),)) == float("inf")

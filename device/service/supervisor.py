@@ -77,7 +77,7 @@ from device.service.sdnotify import SystemdNotifier
 from device.service.settings import Settings
 from device.service.startup import StartupClock
 from device.service.stats import write_json_atomic
-from device.service.timers import CallTimers
+from device.service.timers import CallTimers, earliest_due
 from device.service.volume import VolumeController, volume_reply
 from device.service.wiring import conversation_source, session_config
 from device.session.client import SessionClient
@@ -93,11 +93,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# The main thread's longest sleep between events: the audio-thread watch, the activity poll and
-# the status snapshot run once per tick (a timer due sooner shortens it). 1 s, not 0.25 s: each
-# wake-up of an idle thread costs more than its work (docs/benchmarks.md), and nothing it checks
-# needs finer than a second (the watchdog's stale bound is 5 s, call limits are whole seconds).
-TICK: Final = 1.0
+TICK: Final = 1.0  # the longest main-thread wait: each idle wake-up costs more than its work (docs/benchmarks.md)
 MAX_PENDING_EVENTS: Final = 1000
 WATCHDOG_STALE: Final = 5.0  # an audio thread without progress for this long is stuck
 LEVELS_INTERVAL: Final = 0.1  # the event stream's level meter: about 10 a second
@@ -372,9 +368,9 @@ class ApplianceService:
         self.start()
         try:
             while not self._stop.is_set():
-                timeout = min(TICK, self.timers.due_in())
-                if self.pipeline.gain.measure:  # wake for the level meter too
-                    timeout = max(0.0, min(timeout, self._next_levels - time.monotonic()))
+                timeout = min(TICK, self.timers.due_in(), earliest_due(time.monotonic(), (
+                    (self._next_watchdog, self.watchdog_interval is not None),
+                    (self._next_stats, self.settings.stats_file is not None), (self._next_levels, self.pipeline.gain.measure))))
                 try:
                     event = self.events.get(timeout=timeout)
                 except queue.Empty:

@@ -5,6 +5,13 @@ from device.core.events import TimerName
 from hw.clock import Clock
 
 
+def earliest_due(now: float, deadlines: tuple[tuple[float, bool], ...]) -> float:
+    """Seconds from `now` to the earliest of the `(deadline, running)` pairs that run, never below
+    0 (infinity when none runs): how long the main thread may wait for an event before something
+    periodic (the watchdog ping, the stats file, the level meter) is due."""
+    return max(0.0, min((at - now for at, running in deadlines if running), default=float("inf")))
+
+
 class CallTimers:
     """Deadlines of the state machine's named timers (`StartTimer`/`CancelTimer`). Main thread only.
 

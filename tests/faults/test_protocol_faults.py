@@ -20,6 +20,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import ServerConnection, serve
 
+from device.service.settings import Settings
 from tests.faults import pick
 from tools.fault_service import POLL_INTERVAL, FaultService
 from tools.polling import wait_until
@@ -27,6 +28,7 @@ from tools.polling import wait_until
 pytestmark = pytest.mark.slow
 
 IN_CALL = r"state in_call\b"
+PERIOD_MS: int = Settings.model_fields["period_ms"].default   # the service's period (start_service sets none)
 ServiceFactory = Callable[..., FaultService]
 RecordFault = Callable[..., None]
 Script = Callable[[ServerConnection, "ScriptedAgent"], None]
@@ -163,7 +165,8 @@ def test_wrong_field_types_and_a_2mb_message_are_counted_and_ignored(
     expected: dict[str, int] = {}
     for kind, _ in WRONG_TYPES:
         expected[kind] = expected.get(kind, 0) + 1
-    counters = service.wait_counters(lambda c: c["malformed"] == expected and c["agent_periods_played"] >= 50, 10)
+    counters = service.wait_counters(lambda c: c["malformed"] == expected
+                                     and c["agent_periods_played"] >= 500 // PERIOD_MS, 10)   # 0.5 of the 0.6 s
     assert counters is not None, (service.counters().get("malformed"), expected)
     appends = agent.appends
     assert agent.wait(lambda: agent.appends > appends + 25, 5)  # the uplink still flows
@@ -193,7 +196,7 @@ def test_session_created_with_an_unsupported_rate_does_not_kill_the_audio(
     assert decided["sessions"] == 0
     # Its audio threads live on after the decision: they play on, and none crashed.
     before = decided.get("periods_played", 0)
-    assert service.wait_counters(lambda c: c["periods_played"] > before + 50, 3), service.counters()
+    assert service.wait_counters(lambda c: c["periods_played"] > before + 500 // PERIOD_MS, 3), service.counters()
     assert service.count_log(r"thread \S+ crashed") == 0, service.output()
     assert service.running
 

@@ -51,7 +51,15 @@ from device.core.events import (
     WakeWordDetected,
 )
 from device.core.state_machine import boot, leds_for, mic_gate_open, mic_hold, step, wake_listening
-from hw.controls import ButtonHeld, ButtonName, ButtonPressed, ButtonReleased, Indicator, LedState, StatusPattern
+from hw.controls import (
+    ButtonHeld,
+    ButtonName,
+    ButtonPressed,
+    ButtonReleased,
+    Indicator,
+    LedState,
+    StatusPattern,
+)
 
 B, P, A, W = CallMode.BUTTON, CallMode.PUSH_TO_TALK, CallMode.ALWAYS, CallMode.WAKE_WORD
 PERSON_STARTED = (B, W)  # a person starts each call (press or wake word); the limits end it
@@ -85,11 +93,14 @@ EVENTS: tuple[Event, ...] = (
 LIMITS: dict[str, float] = {"idle_hangup_seconds": 60.0, "max_call_seconds": 900.0,
                             "call_warning_seconds": 10.0}
 CONFIGS: tuple[MachineConfig, ...] = (
+    # wake_word differs from button only while no call is up (where half_duplex means nothing) and
+    # in the wake word events, so its half-duplex and earcon-less limit variants are left out.
     *(MachineConfig(mode=mode, half_duplex=half_duplex, earcons=earcons)
-      for mode, half_duplex, earcons in itertools.product(CallMode, (False, True), (True, False))),
+      for mode, half_duplex, earcons in itertools.product(CallMode, (False, True), (True, False))
+      if not (mode is W and half_duplex)),
     # The call limits on (the service's defaults), and a warning that does not fit before them.
     *(MachineConfig(mode=mode, earcons=earcons, **LIMITS)
-      for mode, earcons in itertools.product(CallMode, (True, False))),
+      for mode, earcons in itertools.product(CallMode, (True, False)) if not (mode is W and not earcons)),
     MachineConfig(mode=B, idle_hangup_seconds=5.0, max_call_seconds=8.0, call_warning_seconds=8.0),
 )
 

@@ -91,9 +91,10 @@ def test_every_state_event_pair_keeps_the_invariants(config: MachineConfig) -> N
 
 
 def test_grid_size() -> None:
-    # 4 modes x 2 half_duplex x 2 earcons, + 4 modes x 2 earcons with limits, + 1 odd warning;
-    # 5 call states x 2^6 flags x 3 call presses; 43 events (4 buttons x 3, 31 others).
-    assert (len(CONFIGS), len(STATES), len(EVENTS)) == (25, 960, 43)
+    # 3 modes x 2 half_duplex x 2 earcons + wake_word x 2 earcons, + 3 modes x 2 earcons with
+    # limits + wake_word with them, + 1 odd warning; 5 call states x 2^6 flags x 3 call presses;
+    # 43 events (4 buttons x 3, 31 others).
+    assert (len(CONFIGS), len(STATES), len(EVENTS)) == (22, 960, 43)
 
 
 def test_unknown_event_type_is_ignored() -> None:

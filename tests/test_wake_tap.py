@@ -169,6 +169,7 @@ def test_a_refused_detection_sends_nothing(events, started) -> None:
     tap.listen(True)
     pipeline.start()
     assert wait_until(lambda: len(pipeline.preroll) > len(QUESTION), 10)
+    assert len(heard) == 1
     # Muted in the meantime: the tap stops first, then the gate's close discards the held audio.
     tap.listen(False)
     pipeline.set_mic_gate(False)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from device.service.settings import EXIT_CONFIG, ConfigError, load_settings
+from device.service.wake_word import build_detector
 from device.wake.detector import BUILTIN_MODELS, platform_name
 from tools import REPO
 from tools.service_process import ServiceProcess
@@ -80,12 +81,14 @@ def test_no_wake_word_runtime_exits_78_naming_the_platform(tmp_path: Path) -> No
     assert not (tmp_path / "control.sock").exists()
 
 
-def test_a_custom_model_that_does_not_load_exits_78(tmp_path: Path) -> None:
+def test_a_custom_model_that_does_not_load_is_a_config_error_naming_the_file(tmp_path: Path) -> None:
     model = tmp_path / "broken.tflite"
     model.write_bytes(b"not a model" * 100)
     (tmp_path / "broken.json").write_text(
         '{"type": "micro", "wake_word": "hey kiosk", "model": "broken.tflite", '
         '"micro": {"probability_cutoff": 0.9, "sliding_window_size": 5, "feature_step_size": 10}}')
-    result = run_service(tmp_path, {}, wake_word_model_file=str(model))
-    assert result.returncode == EXIT_CONFIG, result.stderr
-    assert "ATOMS_WAKE_WORD_MODEL_FILE" in result.stderr and "Traceback" not in result.stderr
+    settings = load_settings(call_mode="wake_word", wake_word_model_file=model)
+    with pytest.raises(ConfigError) as info:
+        build_detector(settings)
+    message = str(info.value)
+    assert "ATOMS_WAKE_WORD_MODEL_FILE" in message and "broken.tflite" in message and "\n" not in message

@@ -91,7 +91,8 @@ def test_wake_word_question_answer_idle_end_and_a_second_call(start_sim, run_ser
     svc.backend.inject(breath)
     created = sim.wait_for_event("created", 15)
     assert created is not None, sim.events
-    assert wake(svc)["detections"] == 1
+    # (the status is published right after the detection's actions: wait, the main thread may lag)
+    assert wait_until(lambda: wake(svc).get("detections") == 1, 5), wake(svc)
     last = wake(svc)["last_detection"]
     assert isinstance(last, dict) and last["model"] == "okay_nabu" and 0.5 < last["score"] <= 1
     utterance = sim.wait_for_event("utterance", 15)

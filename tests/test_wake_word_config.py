@@ -92,3 +92,18 @@ def test_a_custom_model_that_does_not_load_is_a_config_error_naming_the_file(tmp
         build_detector(settings)
     message = str(info.value)
     assert "ATOMS_WAKE_WORD_MODEL_FILE" in message and "broken.tflite" in message and "\n" not in message
+
+
+def test_doctor_loads_the_wake_word_detector(tmp_path: Path) -> None:
+    from device.doctor.checks import check_wake_word
+    from device.doctor.core import Status
+
+    good = check_wake_word(load_settings(call_mode="wake_word", wake_word_model="hey_jarvis"))
+    assert good.status is Status.PASS and "hey_jarvis" in good.detail
+
+    def unavailable(settings: object) -> object:
+        raise ConfigError("config error: ATOMS_CALL_MODE (config.toml: call_mode) is wake_word but wake word "
+                          f"detection is unavailable on {platform_name()}: no wheel; fix: use call_mode button")
+
+    bad = check_wake_word(load_settings(call_mode="wake_word"), unavailable)
+    assert bad.status is Status.FAIL and platform_name() in bad.detail and "call_mode button" in bad.fix

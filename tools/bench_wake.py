@@ -33,6 +33,7 @@ import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
@@ -309,9 +310,8 @@ def report(rates: dict[str, dict[str, dict[str, Any]]], fa: dict[str, Any], agen
     return "\n".join(lines) + "\n"
 
 
-def write_section(text: str) -> None:
-    """Replace (or append) this benchmark's section of docs/benchmarks.md, leaving the rest."""
-    target = REPO / "docs" / "benchmarks.md"
+def write_section(text: str, target: Path = REPO / "docs" / "benchmarks.md") -> None:
+    """Replace (or append) this benchmark's section of `target`, leaving the rest as it was."""
     old = target.read_text() if target.exists() else "# Benchmarks\n"
     if WAKE_SECTION in old:
         start = old.index(WAKE_SECTION)

@@ -254,6 +254,11 @@ def report(rates: dict[str, dict[str, dict[str, Any]]], fa: dict[str, Any], agen
         cells = [f"{r['espeak']:.0%} of {r['espeak_n']} / {r['recordings']} of {r['recordings_n']}"
                  for r in by_condition.values()]
         lines.append(f"| {model} ({cutoff:g}) | " + " | ".join(cells) + " |")
+    per_speed = next(iter(rates.values()))["clean"]["espeak_n"] // len(wake_audio.SPEEDS)
+    lines += ["", "Where espeak-ng misses (clean condition, by speaking rate, of "
+              f"{per_speed} phrases each): " + "; ".join(
+                  f"{m} " + ", ".join(f"{speed} wpm {sum(f' {speed} wpm ' in k for k in c['clean']['missed'])}"
+                                      for speed in wake_audio.SPEEDS) for m, c in rates.items()) + "."]
     doubles = sorted({f"{m} {k}" for m, c in rates.items() for r in c.values() for k in r["double"]})
     lines += ["", f"Positives with more than one detection, in any condition: {', '.join(doubles) or 'none'} "
               "(okay_nabu recording 3 says the wake word twice).", ""]

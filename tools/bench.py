@@ -42,6 +42,7 @@ from hw.clock import LockstepClock, RealClock, UnpacedClock
 from hw.fake_audio import FakeAudioBackend, FakeRoom
 from hw.wavio import write_wav_mono16
 from tools import REPO, signals
+from tools.bench_wake import WAKE_SECTION
 
 SECONDS = 60
 FRAMES = SECONDS * 100
@@ -358,6 +359,7 @@ def main() -> int:
 
 
 VM_SECTION: Final = "## In a virtual machine, on real ALSA (make test-system)"
+KEPT_SECTIONS: Final = (VM_SECTION, WAKE_SECTION)
 
 
 def write_report(results: dict[int, dict[str, Any]], failures: list[str], pinned: list[int],
@@ -427,11 +429,13 @@ def write_report(results: dict[int, dict[str, Any]], failures: list[str], pinned
     lines.append("All targets met." if not failures else "Missed: " + "; ".join(failures))
     (REPO / "docs").mkdir(exist_ok=True)
     target = REPO / "docs" / "benchmarks.md"
-    # The figures measured in the system test's VM (a section written from its report, not by
-    # this benchmark) stay where they are.
+    # The sections this benchmark does not write stay where they are: the figures measured in the
+    # system test's VM (written from its report) and the wake word figures (tools.bench_wake).
     kept = ""
-    if target.exists() and VM_SECTION in target.read_text():
-        kept = "\n" + target.read_text()[target.read_text().index(VM_SECTION):]
+    previous = target.read_text() if target.exists() else ""
+    starts = [previous.index(title) for title in KEPT_SECTIONS if title in previous]
+    if starts:
+        kept = "\n" + previous[min(starts):]
     target.write_text("\n".join(lines) + "\n" + kept)
 
 

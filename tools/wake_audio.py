@@ -33,7 +33,7 @@ RECORDINGS_PER_MODEL: Final = 3
 # How each builtin model's wake word is written for espeak-ng (spellings that keep its stress right).
 PHRASES: Final[dict[str, tuple[str, ...]]] = {
     "okay_nabu": ("okay nabu", "ok nah boo"),
-    "hey_jarvis": ("hey jarvis", "hey, jarvis"),
+    "hey_jarvis": ("hey jarvis", "hey jaarvis"),
     "alexa": ("alexa", "uh lexa"),
     "hey_mycroft": ("hey mycroft", "hey my croft"),
 }

@@ -212,7 +212,7 @@ class WakeWordDetector:
         self._samples_in = 0           # samples given to the frontend since the last reset
         self._windows_out = 0          # feature windows it produced since then
         self._last_detection: float | None = None
-        self.last_score = 0.0          # the latest averaged probability (for diagnostics)
+        self.last_score = 0.0          # the latest averaged probability the model gave (diagnostics)
 
     def process(self, pcm: bytes, now: float) -> WakeDetection | None:
         """Feed `pcm` (16 kHz mono PCM16, any even length; split and buffered internally); `now` is
@@ -228,7 +228,8 @@ class WakeWordDetector:
         for features in self._features.process_streaming(pcm):
             self._windows_out += 1
             probability = self._model.process_streaming_prob(features)
-            if probability is None:
+            # The model runs once every `stride` windows; in between the library answers 0.0.
+            if probability is None or self._windows_out % self._model.stride:
                 continue
             self.last_score = probability
             if probability <= self.cutoff:

@@ -70,8 +70,10 @@ test-system: deps venv system-deps
 soak: deps venv
 	$(BIN)/python -m tools.soak $(SOAK_ARGS)
 
+# The audio pipeline's figures, then the wake word detector's (both write docs/benchmarks.md).
 bench: deps venv
-	$(BIN)/python -m tools.bench
+	$(BIN)/python -m tools.bench; status=$$?; \
+	$(BIN)/python -m tools.bench_wake || status=1; exit $$status
 
 lint: venv
 	$(BIN)/ruff check device hw tools tests

@@ -38,6 +38,7 @@ class StatusPattern(StrEnum):
     ON = "on"                  # in a call, listening
     FAST_BLINK = "fast_blink"  # hardware or other error
     AUTH_ERROR = "auth_error"  # double blink: the key or agent was rejected
+    WAKE_LISTENING = "wake_listening"  # a short flash every few seconds: waiting for the wake word
 
 
 class Indicator(StrEnum):
@@ -48,6 +49,7 @@ class Indicator(StrEnum):
     CONNECTING = "connecting"
     AGENT_SPEAKING = "agent_speaking"
     LISTENING = "listening"
+    WAKE_LISTENING = "wake_listening"  # idle, but the local wake word detector is listening
     IDLE = "idle"
 
 

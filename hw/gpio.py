@@ -18,6 +18,7 @@ What a person sees (`LedState` -> pins):
 | status              | ON           | status                  | solid: in a call, listening              |
 | status              | FAST_BLINK   | status                  | 0.1 s on / 0.1 s off: hardware or other error |
 | status              | AUTH_ERROR   | status                  | double blink, 1.2 s cycle (0.15 on, 0.15 off, 0.15 on, 0.75 off): API key or agent rejected |
+| status              | WAKE_LISTENING | status                | 0.1 s flash every 3 s: no call, listening for the wake word |
 | mute                | True / False | mute, red (GPIO23)      | solid while the mic gate is closed by mute: no audio leaves |
 | speaking            | True / False | speaking (GPIO24)       | breathing pulse (0.6 s up, 0.6 s down) while the agent talks; solid without PWM |
 
@@ -68,6 +69,7 @@ T = TypeVar("T")
 
 BLINK: Final = (0.5, 0.5)          # on, off seconds: connecting
 FAST_BLINK: Final = (0.1, 0.1)     # on, off seconds: error
+WAKE_FLASH: Final = (0.1, 2.9)     # on, off seconds: listening for the wake word
 # gpiozero's blink() has one on/off pair, so the double blink is a `source` stepping through this
 # sequence every AUTH_ERROR_STEP seconds (a public gpiozero API, on its own background thread).
 AUTH_ERROR_STEP: Final = 0.15
@@ -262,6 +264,8 @@ class GpioControls(Controls):
             led.blink(on_time=BLINK[0], off_time=BLINK[1])
         elif pattern is StatusPattern.FAST_BLINK:
             led.blink(on_time=FAST_BLINK[0], off_time=FAST_BLINK[1])
+        elif pattern is StatusPattern.WAKE_LISTENING:
+            led.blink(on_time=WAKE_FLASH[0], off_time=WAKE_FLASH[1])
         elif pattern is StatusPattern.AUTH_ERROR:
             led.off()
             led.source_delay = AUTH_ERROR_STEP

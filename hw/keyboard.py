@@ -65,6 +65,7 @@ _STATUS_TEXT: Final[dict[StatusPattern, tuple[str, str]]] = {
     StatusPattern.ON: ("on", "32"),
     StatusPattern.FAST_BLINK: ("fast blink: error", "31"),
     StatusPattern.AUTH_ERROR: ("double blink: auth error", "35"),
+    StatusPattern.WAKE_LISTENING: ("flash: listening for the wake word", "34"),
 }
 
 

@@ -48,11 +48,21 @@ from device.core.events import (
     TimerName,
     Transition,
     VolumeCommand,
+    WakeWordDetected,
 )
-from device.core.state_machine import boot, leds_for, mic_gate_open, mic_hold, step
-from hw.controls import ButtonHeld, ButtonName, ButtonPressed, ButtonReleased, LedState
+from device.core.state_machine import boot, leds_for, mic_gate_open, mic_hold, step, wake_listening
+from hw.controls import (
+    ButtonHeld,
+    ButtonName,
+    ButtonPressed,
+    ButtonReleased,
+    Indicator,
+    LedState,
+    StatusPattern,
+)
 
-B, P, A = CallMode.BUTTON, CallMode.PUSH_TO_TALK, CallMode.ALWAYS
+B, P, A, W = CallMode.BUTTON, CallMode.PUSH_TO_TALK, CallMode.ALWAYS, CallMode.WAKE_WORD
+PERSON_STARTED = (B, W)  # a person starts each call (press or wake word); the limits end it
 IDLE, CONN, IN, RECO, AUTH = (
     CallState.IDLE, CallState.CONNECTING, CallState.IN_CALL, CallState.RECONNECTING, CallState.AUTH_ERROR,
 )
@@ -64,6 +74,7 @@ STARTED = SessionStarted(session_id="s1", call_id="c1", format=StreamFormat(1600
 TIMEOUT = SessionEnded(reason="timeout")
 LOST = ConnectionLost(reason="network", retry_in=1.0)
 REJECTED = AuthRejected(reason="401")
+WAKE = WakeWordDetected(model="okay_nabu", score=0.97)
 
 # Every event class with representative arguments.
 EVENTS: tuple[Event, ...] = (
@@ -75,18 +86,21 @@ EVENTS: tuple[Event, ...] = (
     HardwareLost("capture", "unplugged"), HardwareLost("playback"),
     HardwareBack("capture"), HardwareBack("playback"),
     *(TimerExpired(name) for name in TIMER_NAMES), Activity("speech"), Activity("agent"),
-    VolumeCommand(level=50), VolumeCommand(delta=-10),
+    VolumeCommand(level=50), VolumeCommand(delta=-10), WAKE,
     Reload(), Shutdown(),
 )
 
 LIMITS: dict[str, float] = {"idle_hangup_seconds": 60.0, "max_call_seconds": 900.0,
                             "call_warning_seconds": 10.0}
 CONFIGS: tuple[MachineConfig, ...] = (
+    # wake_word differs from button only while no call is up (where half_duplex means nothing) and
+    # in the wake word events, so its half-duplex and earcon-less limit variants are left out.
     *(MachineConfig(mode=mode, half_duplex=half_duplex, earcons=earcons)
-      for mode, half_duplex, earcons in itertools.product(CallMode, (False, True), (True, False))),
+      for mode, half_duplex, earcons in itertools.product(CallMode, (False, True), (True, False))
+      if not (mode is W and half_duplex)),
     # The call limits on (the service's defaults), and a warning that does not fit before them.
     *(MachineConfig(mode=mode, earcons=earcons, **LIMITS)
-      for mode, earcons in itertools.product(CallMode, (True, False))),
+      for mode, earcons in itertools.product(CallMode, (True, False)) if not (mode is W and not earcons)),
     MachineConfig(mode=B, idle_hangup_seconds=5.0, max_call_seconds=8.0, call_warning_seconds=8.0),
 )
 
@@ -133,13 +147,13 @@ def expected_end_reason(config: MachineConfig, state: MachineState, event: Event
     if state.call not in WANTED:
         return None
     hangup = event in (Command("hangup"),) or (event == HOLD and config.mode is not P) \
-        or (event == PRESS and config.mode is B)
+        or (event == PRESS and config.mode in PERSON_STARTED)
     if hangup:
         return "person"
     if isinstance(event, TimerExpired):
-        if config.mode is B and event.name == "idle":
+        if config.mode in PERSON_STARTED and event.name == "idle":
             return "idle"
-        if config.mode is B and event.name == "max_call":
+        if config.mode in PERSON_STARTED and event.name == "max_call":
             return "max_duration"
         if config.mode is P and event.name == "idle" and not state.talking:
             return "idle"
@@ -206,11 +220,28 @@ def check_transition(config: MachineConfig, old: MachineState, event: Event, t: 
         assert leds.mute or new.shutting_down
     if gate:
         assert new.call is IN and not new.muted and not new.shutting_down
-    # The first words: held only for a call a person started in button or push-to-talk mode,
-    # only while it connects, never while muted; never both held and open.
+    # The first words: held only for a call a person started in button, wake word or push-to-talk
+    # mode, only while it connects, never while muted; never both held and open.
     if hold:
         assert new.call is CONN and not new.muted and not gate and config.mode is not A
-        assert config.mode is B or new.talking
+        assert config.mode in PERSON_STARTED or new.talking
+    # The wake word detector listens only in wake_word mode with no call up or coming, never
+    # while muted (it gets nothing) or without a mic; then the LEDs say so, unless an error shows.
+    listening = wake_listening(config, new)
+    if listening:
+        assert config.mode is W and new.call in (IDLE, AUTH) and not new.muted and not gate
+        assert not new.shutting_down and "capture" not in new.hardware_faults
+    if listening and new.call is IDLE and not new.hardware_faults:
+        assert (leds.status, leds.indicator) == (StatusPattern.WAKE_LISTENING, Indicator.WAKE_LISTENING)
+    elif not listening:
+        assert StatusPattern.WAKE_LISTENING not in (leds.status,) and leds.indicator is not Indicator.WAKE_LISTENING
+    # A detection starts a call (with the "wake" chime) exactly when the machine was listening.
+    if isinstance(event, WakeWordDetected):
+        if wake_listening(config, old):
+            assert new.call is CONN and Connect() in actions and hold
+            assert (PlayEarcon("wake") in actions) is config.earcons
+        else:
+            assert new == old and actions == (ShowLeds(leds), SetMicGate(gate, hold=hold))
     if mic_hold(config, old) and not hold and not gate:
         assert actions[0] == SetMicGate(False)  # held audio is discarded before anything else
     # In always mode the mic never opens while the call button goes down or is held.
@@ -245,10 +276,11 @@ def check_transition(config: MachineConfig, old: MachineState, event: Event, t: 
     assert not (Connect() in actions and Disconnect() in actions)
     if Connect() in actions:
         assert new.call is CONN
+        wake = isinstance(event, WakeWordDetected) and config.mode is W
         if old.call is IDLE:
-            assert event in USER_CONNECT_EVENTS
+            assert event in USER_CONNECT_EVENTS or wake
         if old.call is AUTH:
-            assert event in (*USER_CONNECT_EVENTS, Reload())
+            assert event in (*USER_CONNECT_EVENTS, Reload()) or wake
     if Disconnect() in actions:
         assert new.call in (IDLE, AUTH)
     if new.call is IDLE and old.call is not IDLE and not new.shutting_down:
@@ -274,7 +306,7 @@ def check_transition(config: MachineConfig, old: MachineState, event: Event, t: 
     if (not old.call_up or old.call in WANTED) and not new.shutting_down:
         assert not new.call_up or new.call in WANTED  # a consistent state stays consistent
     if PlayEarcon("warning") in actions:
-        assert config.mode is B and isinstance(event, TimerExpired) and event.name.endswith("warning")
+        assert config.mode in PERSON_STARTED and isinstance(event, TimerExpired) and event.name.endswith("warning")
 
     if not config.earcons:
         assert not any(isinstance(a, PlayEarcon) for a in actions)

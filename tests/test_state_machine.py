@@ -91,9 +91,10 @@ def test_every_state_event_pair_keeps_the_invariants(config: MachineConfig) -> N
 
 
 def test_grid_size() -> None:
-    # 3 modes x 2 half_duplex x 2 earcons, + 3 modes x 2 earcons with limits, + 1 odd warning;
-    # 5 call states x 2^6 flags x 3 call presses; 42 events (4 buttons x 3, 30 others).
-    assert (len(CONFIGS), len(STATES), len(EVENTS)) == (19, 960, 42)
+    # 3 modes x 2 half_duplex x 2 earcons + wake_word x 2 earcons, + 3 modes x 2 earcons with
+    # limits + wake_word with them, + 1 odd warning; 5 call states x 2^6 flags x 3 call presses;
+    # 43 events (4 buttons x 3, 31 others).
+    assert (len(CONFIGS), len(STATES), len(EVENTS)) == (22, 960, 43)
 
 
 def test_unknown_event_type_is_ignored() -> None:
@@ -296,7 +297,7 @@ def test_boot(mode: CallMode, muted: bool) -> None:
     t = boot(config, muted)
     assert t.state.muted is muted and not t.state.talking and not t.state.agent_speaking
     assert t.actions[:3] == (ShowLeds(leds_for(config, t.state)), SetMicGate(False), SetDownlinkGate(True))
-    if mode is B:
+    if mode in (B, CallMode.WAKE_WORD):
         assert t.state.call is IDLE and Connect() not in t.actions
     else:
         assert t.state.call is CONN and t.actions[3:] == (Connect(),)

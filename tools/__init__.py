@@ -3,16 +3,19 @@
 Run from the repository root (`make bench`, `make soak`, `make test-faults` call them):
 
 - `python -m tools.bench`: CPU, latency and memory figures (docs/benchmarks.md);
+- `python -m tools.bench_wake [--quick]`: the wake word detector's detection rate, false accepts,
+  CPU and memory (its section of docs/benchmarks.md);
 - `python -m tools.soak [--quick | --unpaced]`: one long call, resources sampled (docs/reliability.md);
 - `python -m tools.fault_report`: docs/reliability.md's fault table from the fault suite's results;
 - `python -m tools.plot_echo_reduction`: docs/echo-reduction.svg.
 
 Their shared instruments are modules here too: `signals` (synthetic speech, the simulated room,
 echo measurements), `service_process` (the real service as a child process, watched through its
-log), `fault_service` (the same plus its resources from /proc and its stats file) and `polling`
-(the one bounded wait on a predicate). The tests import
-these; tools never import `tests` (tests/test_layers.py checks it), so the dependencies point one
-way: `hw` <- `device` <- `tools` <- `tests`. Not installed with the package: like the tests, they
+log), `fault_service` (the same plus its resources from /proc and its stats file), `polling`
+(the one bounded wait on a predicate), `wake_audio` (spoken wake words, real recordings, running a
+detector over audio) and `wake_negatives` (the false-accept benchmark's hour of non-wake-word
+audio). The tests import these; tools never import `tests` (tests/test_layers.py checks it), so
+the dependencies point one way: `hw` <- `device` <- `tools` <- `tests`. Not installed with the package: like the tests, they
 need the repository.
 """
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """docs/benchmarks.md from `make bench`'s results (tools/bench.py): the table, the per-thread
 breakdown of a paced call, and the method. Sections written by hand or by other tools (the
-system test's VM figures, the record of issue 16's cuts) are kept as they are."""
+system test's VM figures, the record of issue 16's cuts, the wake word figures of
+tools/bench_wake.py) are kept as they are."""
 from __future__ import annotations
 
 import os
@@ -9,13 +10,14 @@ import time
 from typing import Any, Final
 
 from tools import REPO
+from tools.bench_wake import WAKE_SECTION
 
 PI_ZERO_2W_FACTOR = 15.0  # x86 host -> Pi 4 is 5-10x (DESIGN); a Zero 2 W's A53 @1 GHz ~1.5-2x slower again
 
 
 VM_SECTION: Final = "## In a virtual machine, on real ALSA (make test-system)"
 CUTS_SECTION: Final = "## What issue 16 cut, measured"
-KEPT_SECTIONS: Final = (CUTS_SECTION, VM_SECTION)   # from the first of these on, the file is kept
+KEPT_SECTIONS: Final = (CUTS_SECTION, VM_SECTION, WAKE_SECTION)   # from the first of these on, the file is kept
 
 
 def _thread_table(rows: list[dict[str, Any]]) -> list[str]:

@@ -45,20 +45,27 @@ def open_capture(backend: AudioBackend, period_ms: int) -> AudioCapture:
     return device
 
 
+def _never() -> bool:
+    return False
+
+
 class CaptureThread(OwnedThread):
     """Reads the mic, runs the DSP per 10 ms frame, resamples and queues 20 ms uplink chunks.
 
     Inputs: `open_device` opens the mic (retried with backoff while it fails), `process` is the
     capture DSP's per-frame call, `uplink` takes the chunks, `shared` gives the mic gate and the
     stream format (read once per period), `clock` stamps each chunk, `on_event` hears of a lost or
-    recovered device, `preroll` holds the first words while the gate is closed and `mic_hold` set.
+    recovered device, `preroll` holds the first words while the gate is closed and `mic_hold` set
+    (or `held()`, read per frame, is true: the wake word tap latched on a detection).
     Runs the DSP even while the mic gate is closed, so the echo canceller keeps adapting. Everything here runs on the capture thread, except `snapshot` (any thread).
     """
 
     def __init__(self, open_device: Callable[[], AudioCapture], process: Callable[[bytes], bytes],
                  uplink: UplinkQueue, shared: PipelineShared, clock: Clock,
-                 on_event: Callable[[Event], None], preroll: Preroll | None = None) -> None:
+                 on_event: Callable[[Event], None], preroll: Preroll | None = None,
+                 held: Callable[[], bool] | None = None) -> None:
         super().__init__("audio-capture")
+        self._held = held if held is not None else _never
         self._preroll = preroll if preroll is not None else Preroll(0)
         self._open_device = open_device
         self._process = process
@@ -96,7 +103,7 @@ class CaptureThread(OwnedThread):
 
     def run(self) -> None:
         shared, counters, process, uplink = self._shared, self.counters, self._process, self._uplink
-        clock, preroll = self._clock, self._preroll
+        clock, preroll, tap_holds = self._clock, self._preroll, self._held
         fmt = shared.format
         resampler = Resampler(DSP_RATE, fmt.rate)
         chunk_bytes = fmt.chunk_bytes
@@ -139,7 +146,7 @@ class CaptureThread(OwnedThread):
                     frame = process(pcm[offset:offset + FRAME_BYTES])
                     counters.frames_captured += 1
                     if not gate:
-                        if not (hold and preroll.push(frame, generation)):
+                        if not ((hold or tap_holds()) and preroll.push(frame, generation)):
                             counters.frames_gated += 1
                         continue
                     if len(preroll):

@@ -15,6 +15,7 @@ a partial last period would have to be padded (or would trip the AEC's 10 ms fra
 | error     | three short low beeps, E4 (300 ms)      | something failed (see the LEDs)  |
 | warning   | two soft beeps, G5 G5 (300 ms)          | a call limit is near: speak up   |
 | volume    | one short blip, D5 (80 ms)              | the new speaker level (played at it) |
+| wake      | quick rising three notes, D5 G5 A5 (200 ms) | the wake word was heard: go on speaking |
 
 Every partial stays below 4 kHz (the Nyquist limit at 8 kHz), and the tones carry a few
 harmonics so that they stay audible on small kiosk speakers that reproduce little below 500 Hz.
@@ -59,6 +60,8 @@ _EARCONS: Final[dict[str, tuple[float, tuple[_Note, ...]]]] = {
     # could be taken for the call's end.
     "warning": (0.30, (_Note(0.0, 0.12, _G5), _Note(0.16, 0.13, _G5))),
     "volume": (0.08, (_Note(0.0, 0.075, _D5),)),
+    # Short and rising, unlike "connected": an instant "I heard you" while the call still connects.
+    "wake": (0.20, (_Note(0.0, 0.07, _D5), _Note(0.06, 0.07, _G5), _Note(0.12, 0.08, _A5))),
 }
 
 

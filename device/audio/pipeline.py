@@ -58,6 +58,7 @@ class AudioPipeline:
         jitter_seconds: float | None = None,
         preroll_frames: int = 0,
         on_frame: Callable[[bytes], None] | None = None,
+        held: Callable[[], bool] | None = None,
     ) -> None:
         fmt = StreamFormat(session_rate)   # generation 0: until the first session.created
         self.uplink = uplink
@@ -71,6 +72,8 @@ class AudioPipeline:
         self._shared = PipelineShared(fmt)
         self.gain = SoftwareGain()             # the speaker volume (device/service/volume.py sets it)
         self.preroll = Preroll(preroll_frames)  # the first words (device/audio/preroll.py)
+        # Also hold while this says so (the wake word tap latched on a detection: wake_tap.py).
+        self._held = held if held is not None else (lambda: False)
         process = dsp.process
         if on_frame is not None:  # e.g. the local voice activity detector, on the processed mic
             def process(frame: bytes, dsp_process: Callable[[bytes], bytes] = dsp.process,
@@ -81,7 +84,7 @@ class AudioPipeline:
         # Factories, so that a thread that died can be replaced by one with the same inputs.
         self._make_capture = functools.partial(
             CaptureThread, functools.partial(open_capture, backend, period_ms), process, uplink,
-            self._shared, self._clock, on_event, self.preroll)
+            self._shared, self._clock, on_event, self.preroll, self._held)
         self._make_playback = functools.partial(
             PlaybackThread, functools.partial(open_playback, backend, period_ms, buffer_periods),
             period_ms, dsp.reference, jitter, self.local, self._shared, self._clock, on_event, self.gain)
@@ -107,10 +110,11 @@ class AudioPipeline:
         not yet sent (mute: a privacy promise); a push-to-talk release keeps it, since it was
         spoken while the button was held and its commit follows it through the same queue.
         `hold` (closed gate only): keep the first words for the session being set up
-        (device/audio/preroll.py); a gate closed without `hold` discards them at once."""
+        (device/audio/preroll.py); a gate closed without `hold` discards them at once, unless the
+        wake word tap still holds for a detection the main thread has not handled yet."""
         self._shared.mic_hold = hold and not open_
         self._shared.mic_gate = open_
-        if not open_ and not hold:
+        if not open_ and not hold and not self._held():
             self.preroll.clear()
         if not open_ and discard_queued:
             self.uplink.clear()

@@ -22,6 +22,7 @@ class CallMode(StrEnum):
     BUTTON = "button"              # press: call; press again: hang up
     PUSH_TO_TALK = "push_to_talk"  # connected; mic sent only while held; release commits
     ALWAYS = "always"              # connected from boot, reconnects forever; the button is mute
+    WAKE_WORD = "wake_word"        # a call starts on the local wake word (or a press); ends like `button`
 
 
 class CallState(StrEnum):
@@ -39,7 +40,7 @@ class MachineConfig:
     mode: CallMode = CallMode.BUTTON
     half_duplex: bool = False   # gate the mic while the agent talks
     earcons: bool = True
-    # Call limits (seconds, 0 = off). `button` mode uses all three; `push_to_talk` only the idle
+    # Call limits (seconds, 0 = off). `button` and `wake_word` modes use all three; `push_to_talk` only the idle
     # time (the session closes without a warning and the next press reopens it); `always` none.
     idle_hangup_seconds: float = 0.0   # no user speech, no agent audio (and in PTT no press)
     max_call_seconds: float = 0.0      # from session.created to hang-up, reconnects included
@@ -170,6 +171,15 @@ class Activity:
 
 
 @dataclass(frozen=True)
+class WakeWordDetected:
+    """The local wake word detector heard `model` (its wake word) with probability `score`, on the
+    processed mic (device/audio/wake_tap.py). Only posted while `wake_listening` holds."""
+
+    model: str
+    score: float
+
+
+@dataclass(frozen=True)
 class VolumeCommand:
     """`ctl volume N|+N|-N`: set the speaker level (`level`, 0-100) or move it by `delta`.
     Handled by the supervisor's volume control; the call state machine ignores it, as it does
@@ -192,7 +202,8 @@ class Shutdown:
 Event = Union[
     ButtonPressed, ButtonReleased, ButtonHeld, Command, SessionConnecting, SessionStarted,
     SessionEnded, ConnectionLost, AuthRejected, AgentStartedTalking, AgentStoppedTalking,
-    AgentInterrupted, HardwareLost, HardwareBack, TimerExpired, Activity, VolumeCommand, Reload, Shutdown,
+    AgentInterrupted, HardwareLost, HardwareBack, TimerExpired, Activity, WakeWordDetected, VolumeCommand,
+    Reload, Shutdown,
 ]
 
 
@@ -242,7 +253,7 @@ class ShowLeds:
     leds: LedState
 
 
-EarconName = Literal["connected", "ended", "muted", "unmuted", "error", "warning", "volume"]
+EarconName = Literal["connected", "ended", "muted", "unmuted", "error", "warning", "volume", "wake"]
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,14 @@ The call button, per mode (`ButtonHeld` is the long press, `long_press_seconds`)
   The mute button and the `mute`/`unmute` commands cancel a pending press (`call_press = "none"`):
   the newest explicit choice wins, so neither the release nor the long press then unmutes.
 
+- `wake_word`: as `button` (a press starts a call when idle and hangs up otherwise), and while
+  idle the local wake word detector listens (`wake_listening`: not in a call, not muted, a mic
+  present). `WakeWordDetected` then starts a call as a press would, with the "wake" chime, and
+  the mic is held (`mic_hold`) from the end of the wake word until the session exists, so what
+  follows the wake word in the same breath reaches the agent first. A detection that raced a
+  change (mute, a call already coming) does nothing. The call ends like a `button` call (idle
+  or duration limit, the call button, the server) and the device is back to listening.
+
 Call limits (no clock in here): the machine asks the supervisor for named timers
 (`StartTimer(name, seconds)` restarts one, `CancelTimer(name)` removes it) and the supervisor,
 which owns the injected clock, feeds `TimerExpired(name)` back on the main thread. It checks its
@@ -47,13 +55,14 @@ agent audio reaching the speaker), posted at most once per kind per supervisor t
   clearing it (the call ends for any reason) emits `CallEnded(reason)` and a `CancelTimer` for
   every timer, and `end_reason` keeps the reason (person, idle, max_duration, server, error,
   shutdown) for status and stats.
-- `button`: the call's start starts "max_warning" (at max - warning) and "max_call" (at max), and
+- `button` (and `wake_word`): the call's start starts "max_warning" (at max - warning) and "max_call" (at max), and
   "idle_warning"/"idle" likewise from `idle_hangup_seconds`; activity and a reconnect restart the
   idle pair. A warning timer plays the "warning" earcon; "idle" and "max_call" hang up (reason
   idle / max_duration) like a press would.
 - `push_to_talk`: only "idle", no warning: stopped while the button is held, restarted on the
   release, on activity and on a reconnect. Its expiry closes the session quietly (idle, no
   earcon); the next press opens a new one.
+- `wake_word`: as `button` (a person starts each call, the limits end it).
 - `always`: no timers. A limit of 0 turns it off; a warning time that does not fit before the
   limit (>= it, or 0) means no warning.
 """
@@ -104,97 +113,36 @@ from device.core.events import (
     TimerExpired,
     TimerName,
     Transition,
+    WakeWordDetected,
 )
-from hw.controls import (
-    ButtonHeld,
-    ButtonName,
-    ButtonPressed,
-    ButtonReleased,
-    Indicator,
-    LedState,
-    StatusPattern,
+from device.core.outputs import (
+    CALL_STARTABLE,
+    CALL_WANTED,
+    NO_CALL_WITHOUT,
+    leds_for,
+    mic_gate_open,
+    mic_hold,
+    wake_listening,
 )
+from hw.controls import ButtonHeld, ButtonName, ButtonPressed, ButtonReleased, LedState
 
-__all__ = ["boot", "leds_for", "mic_gate_open", "mic_hold", "step"]
+__all__ = ["NO_CALL_WITHOUT", "boot", "leds_for", "mic_gate_open", "mic_hold", "step", "wake_listening"]
 
 # A handler's result before the common outputs are added: the new state and its own actions.
 _Step = tuple[MachineState, tuple[Action, ...]]
 _Handler = Callable[[MachineConfig, MachineState, Any], _Step]
 
-# A call is "up or coming": the session client is connected or trying to be.
-_CALL_WANTED: Final = frozenset({CallState.CONNECTING, CallState.IN_CALL, CallState.RECONNECTING})
-# No session is wanted: a short press (or the `call` command) starts one.
-_CALL_STARTABLE: Final = frozenset({CallState.IDLE, CallState.AUTH_ERROR})
+_CALL_WANTED: Final = CALL_WANTED
+_CALL_STARTABLE: Final = CALL_STARTABLE
 _NOTHING: Final[tuple[Action, ...]] = ()
 _CALL_BUTTONS: Final = frozenset({ButtonName.CALL, ButtonName.MUTE})
+# Modes where a person starts each call (a press, or the wake word) and the limits end it.
+_PERSON_STARTED: Final = frozenset({CallMode.BUTTON, CallMode.WAKE_WORD})
 
 
-# -- outputs ---------------------------------------------------------------------------------------
-def mic_gate_open(config: MachineConfig, state: MachineState) -> bool:
-    """Whether captured audio may leave the device. Mute and shutdown close it unconditionally."""
-    return (
-        state.call is CallState.IN_CALL
-        and not state.muted
-        and not state.shutting_down
-        and (config.mode is not CallMode.PUSH_TO_TALK or state.talking)
-        and not (config.half_duplex and state.agent_speaking)
-    )
-
-
-def mic_hold(config: MachineConfig, state: MachineState) -> bool:
-    """Whether the mic is held for a call the person started and that is still connecting (the
-    first words, spoken right after the press, are sent once the session exists). Only `button`
-    mode, and `push_to_talk` while the talk button is held: `always` connects by itself, not
-    because someone is about to speak, and a reconnect mid-call holds nothing (the mic was
-    closed by the outage, not opened by a person). Mute and shutdown forbid it."""
-    if state.call is not CallState.CONNECTING or state.muted or state.shutting_down:
-        return False
-    if config.mode is CallMode.PUSH_TO_TALK:
-        return state.talking
-    return config.mode is CallMode.BUTTON
-
-
+# -- outputs (device/core/outputs.py) --------------------------------------------------------------
 def _mic(config: MachineConfig, state: MachineState) -> SetMicGate:
     return SetMicGate(mic_gate_open(config, state), hold=mic_hold(config, state))
-
-
-def _status(state: MachineState) -> StatusPattern:
-    if state.call is CallState.AUTH_ERROR:
-        return StatusPattern.AUTH_ERROR
-    if state.hardware_faults:
-        return StatusPattern.FAST_BLINK
-    if state.call in (CallState.CONNECTING, CallState.RECONNECTING):
-        return StatusPattern.BLINK
-    if state.call is CallState.IN_CALL:
-        return StatusPattern.ON
-    return StatusPattern.OFF
-
-
-def _indicator(state: MachineState, speaking: bool) -> Indicator:
-    # Priority from DESIGN.md: muted > error > offline/connecting > agent speaking > listening > idle.
-    if state.muted:
-        return Indicator.MUTED
-    if state.call is CallState.AUTH_ERROR or state.hardware_faults:
-        return Indicator.ERROR
-    if state.call in (CallState.CONNECTING, CallState.RECONNECTING):
-        return Indicator.CONNECTING
-    if speaking:
-        return Indicator.AGENT_SPEAKING
-    if state.call is CallState.IN_CALL:
-        return Indicator.LISTENING
-    return Indicator.IDLE
-
-
-def leds_for(config: MachineConfig, state: MachineState) -> LedState:
-    """What the LEDs show in `state`: a pure function of the state, so they can never stick."""
-    del config  # part of the signature so a mode-specific LED rule needs no API change
-    if state.shutting_down:
-        return LedState()
-    speaking = state.agent_speaking and state.call is CallState.IN_CALL
-    return LedState(
-        status=_status(state), mute=state.muted, speaking=speaking,
-        indicator=_indicator(state, speaking),
-    )
 
 
 def _earcon(config: MachineConfig, name: EarconName) -> tuple[Action, ...]:
@@ -222,10 +170,6 @@ def _finish(config: MachineConfig, old: MachineState, new: MachineState,
     return Transition(new, (*first, *body, *last, ShowLeds(leds_for(config, new)), _mic(config, new)))
 
 
-# A device without which no call is started (HardwareLost device names).
-NO_CALL_WITHOUT: Final = "capture"
-
-
 # -- building blocks -------------------------------------------------------------------------------
 def _timer(name: TimerName, seconds: float) -> tuple[Action, ...]:
     return (StartTimer(name, seconds),) if seconds > 0 else _NOTHING
@@ -243,7 +187,7 @@ def _limit_timers(config: MachineConfig, limit: float, warning: TimerName,
 
 def _idle_timers(config: MachineConfig, state: MachineState) -> tuple[Action, ...]:
     """(Re)start the idle limit: on a call's start, on activity and after a reconnect."""
-    if config.mode is CallMode.BUTTON:
+    if config.mode in _PERSON_STARTED:
         return _limit_timers(config, config.idle_hangup_seconds, "idle_warning", "idle")
     if config.mode is CallMode.PUSH_TO_TALK and not state.talking:
         return _timer("idle", config.idle_hangup_seconds)
@@ -402,7 +346,7 @@ def _on_session_started(config: MachineConfig, state: MachineState, event: Sessi
     error = state.last_error if state.hardware_faults else None
     new = replace(state, call=CallState.IN_CALL, agent_speaking=False, call_up=True, last_error=error)
     # A new call starts every limit; a reconnect restarts only the idle one (the call goes on).
-    limits = _NOTHING if state.call_up or config.mode is not CallMode.BUTTON else \
+    limits = _NOTHING if state.call_up or config.mode not in _PERSON_STARTED else \
         _limit_timers(config, config.max_call_seconds, "max_warning", "max_call")
     return new, (*_earcon(config, "connected"), *_idle_timers(config, new), *limits)
 
@@ -411,7 +355,7 @@ def _on_session_ended(config: MachineConfig, state: MachineState, event: Session
     if state.call not in _CALL_WANTED:
         return state, _NOTHING  # the close we asked for completed, or nothing was up
     ended = _call_over(state, "server")
-    if config.mode is CallMode.BUTTON:
+    if config.mode in _PERSON_STARTED:
         return replace(ended, call=CallState.IDLE, agent_speaking=False), _earcon(config, "ended")
     # always/push_to_talk keep a session up: a server-side end (e.g. timeout) just starts another.
     return replace(ended, call=CallState.CONNECTING, agent_speaking=False), (Connect(),)
@@ -467,7 +411,7 @@ def _on_timer(config: MachineConfig, state: MachineState, event: TimerExpired) -
     if not state.call_up:
         return state, _NOTHING  # the call it was for has ended (its timers were cancelled)
     name = event.name
-    if config.mode is CallMode.BUTTON:
+    if config.mode in _PERSON_STARTED:
         if name in ("idle_warning", "max_warning"):
             return state, _earcon(config, "warning")
         return _end_call(config, state, "idle" if name == "idle" else "max_duration")
@@ -481,6 +425,16 @@ def _on_activity(config: MachineConfig, state: MachineState, event: Activity) ->
     if not state.call_up or state.call is not CallState.IN_CALL:
         return state, _NOTHING
     return state, _idle_timers(config, state)
+
+
+def _on_wake_word(config: MachineConfig, state: MachineState, event: WakeWordDetected) -> _Step:
+    """The wake word was heard: the "wake" chime and a call, whose first words (from the end of
+    the wake word on) are held until the session exists. A detection the machine was not
+    listening for (muted, in a call, no mic, another mode: it raced the change) does nothing."""
+    if not wake_listening(config, state):
+        return state, _NOTHING
+    new, actions = _start_call(config, state)
+    return new, (*actions, *_earcon(config, "wake"))
 
 
 def _on_reload(config: MachineConfig, state: MachineState, event: Reload) -> _Step:
@@ -506,6 +460,7 @@ _HANDLERS: Final[dict[type, _Handler]] = {
     HardwareBack: _on_hardware_back,
     TimerExpired: _on_timer,
     Activity: _on_activity,
+    WakeWordDetected: _on_wake_word,
     Reload: _on_reload,
 }
 
@@ -528,9 +483,9 @@ def boot(config: MachineConfig, muted: bool) -> Transition:
     """The initial state at service start; `muted` is the persisted mute setting.
 
     All outputs are set to known values first. `always` and `push_to_talk` keep a session up,
-    so they connect at once; `button` waits for a press.
+    so they connect at once; `button` waits for a press, `wake_word` for a press or the wake word.
     """
-    connect = config.mode is not CallMode.BUTTON
+    connect = config.mode not in _PERSON_STARTED
     state = MachineState(call=CallState.CONNECTING if connect else CallState.IDLE, muted=muted)
     actions: tuple[Action, ...] = (
         ShowLeds(leds_for(config, state)), SetMicGate(False), SetDownlinkGate(True),

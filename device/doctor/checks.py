@@ -220,3 +220,22 @@ def check_dsp(aec: str, noise_used: bool, runner: ProbeRunner = run_probe,
     if any(used[lib] for lib, _ in bad):
         return CheckResult.fail(name, detail, fix)
     return CheckResult.warn(name, f"{detail} (not used by the current settings)", fix)
+
+
+# -- wake word ------------------------------------------------------------------------------------
+def check_wake_word(settings: Settings, build: Callable[[Settings], object] | None = None) -> CheckResult:
+    """`wake_word` mode: load the detector as the service will (its runtime and the model), once."""
+    name = "wake word"
+    if build is None:
+        from device.service.wake_word import build_detector
+
+        build = build_detector
+    try:
+        build(settings)
+    except ConfigError as exc:
+        return CheckResult.fail(name, str(exc).removeprefix("config error: ").split("; fix: ")[0],
+                                str(exc).split("; fix: ", 1)[-1])
+    model = settings.wake_word_model_file or settings.wake_word_model
+    cutoff = settings.wake_word_cutoff if settings.wake_word_cutoff is not None else "the model's"
+    return CheckResult.passed(name, f"model {model} loads (cutoff {cutoff}, refractory "
+                              f"{settings.wake_word_refractory_seconds:g} s)", model=str(model))

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from device.audio.formats import DSP_RATE
+from device.core.events import CallMode
 from device.doctor import checks, network, service
 from device.doctor.audio import AudioOptions, run_audio
 from device.doctor.core import (
@@ -139,6 +140,9 @@ def run_doctor(env: DoctorEnv, live: LiveLine, audio: bool = False,
         else ("webrtc", True)
     out.run("dsp", "loading the echo canceller and noise suppressor",
             lambda: checks.check_dsp(aec, noise, env.probe))
+    if settings is not None and settings.call_mode is CallMode.WAKE_WORD:
+        loaded = settings
+        out.run("wake word", "loading the wake word detector", lambda: checks.check_wake_word(loaded))
     if audio and settings is not None:
         options = AudioOptions(settings.audio_backend, settings.sample_rate, settings.period_ms,
                                settings.playback_buffer_periods, settings.aec, settings.half_duplex, seconds)

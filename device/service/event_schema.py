@@ -112,14 +112,32 @@ class LevelsEvent(_Event):
     speaker_dbfs: float
 
 
+class WakeWordEvent(_Event):
+    """`wake_word` mode: the local detector heard `model`'s wake word with probability `score`
+    (0-1); `started_call` false when it raced mute or a call and was ignored."""
+
+    type: Literal["wake_word"] = "wake_word"
+    model: str
+    score: float = Field(ge=0, le=1)
+    started_call: bool
+
+
+class WakeListeningEvent(_Event):
+    """`wake_word` mode: the detector started (true) or stopped (false) listening (a call, mute)."""
+
+    type: Literal["wake_listening"] = "wake_listening"
+    listening: bool
+
+
 StreamEvent = Annotated[
     CallStateEvent | MutedEvent | AgentSpeakingEvent | TalkingEvent | VolumeEvent | TranscriptEvent
-    | CallStartedEvent | CallEndedEvent | CallWarningEvent | ErrorEvent | HardwareEvent | LevelsEvent,
+    | CallStartedEvent | CallEndedEvent | CallWarningEvent | ErrorEvent | HardwareEvent | LevelsEvent
+    | WakeWordEvent | WakeListeningEvent,
     Field(discriminator="type"),
 ]
 EVENT_TYPES: Final = (CallStateEvent, MutedEvent, AgentSpeakingEvent, TalkingEvent, VolumeEvent,
                       TranscriptEvent, CallStartedEvent, CallEndedEvent, CallWarningEvent, ErrorEvent,
-                      HardwareEvent, LevelsEvent)
+                      HardwareEvent, LevelsEvent, WakeWordEvent, WakeListeningEvent)
 _ADAPTER: Final = TypeAdapter(StreamEvent)
 
 

@@ -46,6 +46,7 @@ def status(svc: ApplianceService) -> dict[str, Any]:
     return {
         "call_state": s.call.value, "muted": s.muted, "agent_speaking": s.agent_speaking,
         "talking": s.talking, "call_mode": svc.config.mode.value,
+        "wake_word": svc.wake.status(),   # wake_word mode: model, listening, detections; else None
         "hardware_faults": sorted(s.hardware_faults), "session_id": c.session_id,
         "call_id": c.call_id, "link": c.state.value, "sample_rate": svc.pipeline.stream_format.rate,
         "volume": svc.volume.level,
@@ -83,6 +84,7 @@ def counters(svc: ApplianceService) -> dict[str, Any]:
         "event_subscribers_dropped": svc.hub.dropped_subscribers,
         "first_words_frames_sent": svc.pipeline.preroll.sent_frames,
         "first_words_frames_dropped": svc.pipeline.preroll.dropped_frames,
+        **svc.wake.counters(),
         "volume_mixer_errors": svc.volume.mixer_errors,
         "texts_sent": c.texts_sent, "calls_ended": dict(svc.calls_ended),
         "conversations_saved": svc.saver.store.saved if svc.saver is not None else 0,

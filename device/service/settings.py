@@ -27,6 +27,7 @@ from pydantic_settings import (
 from device.audio.formats import DEFAULT_SESSION_RATE, SESSION_RATES
 from device.core.events import CallMode
 from device.service.redact import SecretScrubber, redact_url
+from device.wake.detector import BUILTIN_MODELS
 
 if TYPE_CHECKING:
     from hw.settings import HwSettings
@@ -68,13 +69,22 @@ class Settings(BaseSettings):
                              f"{', '.join(map(str, SESSION_RATES[:-1]))} or {SESSION_RATES[-1]} Hz")
     variables: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description="per-call prompt variables, a JSON object")
-    call_mode: CallMode = Field(CallMode.BUTTON, description="button | push_to_talk | always")
+    call_mode: CallMode = Field(CallMode.BUTTON, description="button | push_to_talk | always | wake_word")
+    wake_word_model: str = Field(
+        "okay_nabu", description=f"wake_word: the built-in wake word, {' | '.join(BUILTIN_MODELS)}")
+    wake_word_model_file: Path | None = Field(
+        None, description="wake_word: a custom microWakeWord model (.tflite with its .json beside it, "
+        "or the .json); overrides wake_word_model")
+    wake_word_cutoff: float | None = Field(
+        None, gt=0, lt=1, description="wake_word: detection probability cutoff 0-1; unset: the model's own")
+    wake_word_refractory_seconds: float = Field(
+        2.0, ge=0, le=60, description="wake_word: no second detection this soon after one")
     idle_hangup_seconds: float = Field(
         60.0, ge=0, le=86400,
-        description="button: hang up after this long with no speech and no agent audio; "
+        description="button, wake_word: hang up after this long with no speech and no agent audio; "
                     "push_to_talk: close the session after this long without a press; 0 = never")
     max_call_seconds: float = Field(
-        900.0, ge=0, le=86400, description="button: hang up after this long; 0 = no limit")
+        900.0, ge=0, le=86400, description="button, wake_word: hang up after this long; 0 = no limit")
     call_warning_seconds: float = Field(
         10.0, ge=0, le=600, description="the warning sound comes this long before either limit; 0 = none")
 
@@ -227,6 +237,27 @@ class Settings(BaseSettings):
     def _check_rate(cls, value: int) -> int:
         if value not in SESSION_RATES:
             raise ValueError(f"must be one of {', '.join(map(str, SESSION_RATES))}")
+        return value
+
+    @field_validator("wake_word_model")
+    @classmethod
+    def _check_wake_model(cls, value: str) -> str:
+        if value not in BUILTIN_MODELS:
+            raise ValueError(f"is not a built-in wake word; choose one of {', '.join(BUILTIN_MODELS)} "
+                             "(or give your own in wake_word_model_file)")
+        return value
+
+    @field_validator("wake_word_model_file")
+    @classmethod
+    def _check_wake_file(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return value
+        if value.suffix not in (".tflite", ".json"):
+            raise ValueError("must be a microWakeWord model: the .tflite file (its .json beside it) or the .json")
+        missing = [p for p in (value.with_suffix(".tflite"), value.with_suffix(".json")) if not p.is_file()]
+        if missing:
+            raise ValueError(f"needs {' and '.join(str(p) for p in missing)}: a model is the .tflite and its "
+                             ".json config, side by side with the same name")
         return value
 
     @field_validator("period_ms")

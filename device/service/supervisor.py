@@ -50,26 +50,14 @@ from device.core.events import (
     StopService,
     TimerExpired,
     VolumeCommand,
+    WakeWordDetected,
 )
+from device.service import event_schema as schema
 from device.service import report
 from device.service.audio_watch import RESTART_INITIAL, AudioThreadWatch, WatchedThread
 from device.service.call_records import ConversationSaver, RecordStore, save_last_call_id
 from device.service.control import DUMP_AUDIO_TIMEOUT, ControlServer
 from device.service.event_hub import EventHub
-from device.service.event_schema import (
-    AgentSpeakingEvent,
-    CallEndedEvent,
-    CallStartedEvent,
-    CallStateEvent,
-    CallWarningEvent,
-    ErrorEvent,
-    HardwareEvent,
-    LevelsEvent,
-    MutedEvent,
-    TalkingEvent,
-    TranscriptEvent,
-    VolumeEvent,
-)
 from device.service.instance import InstanceLock
 from device.service.outage import Outage
 from device.service.persist import PersistentState
@@ -79,6 +67,7 @@ from device.service.startup import StartupClock
 from device.service.stats import write_json_atomic
 from device.service.timers import CallTimers, earliest_due
 from device.service.volume import VolumeController, volume_reply
+from device.service.wake_word import wake_word_from_settings
 from device.service.wiring import conversation_source, session_config
 from device.session.client import SessionClient
 from hw.audio import AudioBackend, VolumeControl
@@ -181,12 +170,16 @@ class ApplianceService:
         dsp = self.dsp
         self.vad = SpeechDetector(dsp_flag=(lambda: dsp.last_is_speech) if noise_on else None)
         self.startup.mark("DSP (echo canceller, noise suppression)")
+        self.hub = EventHub(settings.event_stream_buffer_bytes)
+        # `wake_word` mode: the detector on the processed mic (a runtime that cannot load: exit 78).
+        self.wake = wake_word_from_settings(settings, self.config, self.post, self.hub, self.clock)
         self.pipeline = AudioPipeline(self.backend, self.dsp, self.uplink, self.jitter, self.post,
                                       session_rate=rate, period_ms=settings.period_ms,
                                       buffer_periods=settings.playback_buffer_periods, clock=self.clock,
                                       jitter_seconds=settings.jitter_buffer_seconds,
                                       preroll_frames=round(settings.first_words_seconds * 100),
-                                      on_frame=self.vad.observe)
+                                      on_frame=self.wake.frame_observer(self.vad.observe),
+                                      held=self.wake.holding())
         self.timers = CallTimers(self.clock)
         saved_volume = self.persist.load_volume()
         self.volume = VolumeController(
@@ -212,7 +205,6 @@ class ApplianceService:
         ], self.post, watchdog_stale, restart_initial=restart_initial)
         self.session = SessionClient(session_config(settings), self.uplink, self._session_event,
                                      self.jitter.push, self._transcript, clock=self.clock)
-        self.hub = EventHub(settings.event_stream_buffer_bytes)
         self._next_levels = 0.0
         self._commands_posted = 0    # written by the control thread only
         self._commands_handled = 0   # written by the main thread only
@@ -269,7 +261,7 @@ class ApplianceService:
         log.info("transcript %s: %s", role, text[:500])
         self.post_observer("transcript", {"role": role, "text": text})
         if role in ("user", "agent"):  # the receiver thread: publish() never blocks
-            self.hub.publish(TranscriptEvent(role=role, text=text))  # type: ignore[arg-type]
+            self.hub.publish(schema.TranscriptEvent(role=role, text=text))  # type: ignore[arg-type]
 
     def post_observer(self, kind: str, data: dict[str, Any]) -> None:
         if self.observer is not None:
@@ -390,10 +382,12 @@ class ApplianceService:
         elif isinstance(event, ButtonPressed) and event.button in _VOLUME_BUTTONS:
             self.volume.step(1 if event.button is ButtonName.VOLUME_UP else -1)
         elif isinstance(event, (HardwareLost, HardwareBack)):
-            self.hub.publish(HardwareEvent(device=event.device, lost=isinstance(event, HardwareLost),
-                                           reason=getattr(event, "reason", "")))
+            self.hub.publish(schema.HardwareEvent(device=event.device, lost=isinstance(event, HardwareLost),
+                                                  reason=getattr(event, "reason", "")))
+        elif isinstance(event, WakeWordDetected):
+            self.wake.heard(event, self.state)
         if self.volume.level != level:
-            self.hub.publish(VolumeEvent(level=self.volume.level))
+            self.hub.publish(schema.VolumeEvent(level=self.volume.level))
         had_faults, was_up = bool(self.state.hardware_faults), self.state.call_up
         transition = state_machine.step(self.config, self.state, event)
         if isinstance(event, SessionStarted) and transition.state.call_up:
@@ -408,9 +402,10 @@ class ApplianceService:
 
     def _apply(self, new_state: MachineState, actions: tuple[Action, ...]) -> None:
         old = self.state
+        self.wake.before(new_state)   # a listener that must stop stops before the gate closes
         self.state = new_state
         if new_state.last_error and new_state.last_error != old.last_error:
-            self.hub.publish(ErrorEvent(message=new_state.last_error))
+            self.hub.publish(schema.ErrorEvent(message=new_state.last_error))
         if (old.call, old.muted, old.agent_speaking, old.talking) != \
                 (new_state.call, new_state.muted, new_state.agent_speaking, new_state.talking):
             log.info("state %s%s%s%s", new_state.call.value, " muted" if new_state.muted else "",
@@ -421,6 +416,7 @@ class ApplianceService:
                                          "talking": new_state.talking})
         for action in actions:
             self._do(action)
+        self.wake.after(new_state)
         self._publish_changes(old, new_state)  # after the actions: a call_ended comes before its idle
         self._publish_status()
 
@@ -428,7 +424,7 @@ class ApplianceService:
         if fresh:
             self._call_started_at = self.clock.monotonic()
         self._call_id = event.call_id
-        self.hub.publish(CallStartedEvent(session_id=event.session_id, call_id=event.call_id,
+        self.hub.publish(schema.CallStartedEvent(session_id=event.session_id, call_id=event.call_id,
                                           sample_rate=event.sample_rate, resumed=not fresh))
         save_last_call_id(self.settings.state_dir, event.call_id, event.session_id)
         log.info("call %s: session %s, call %s", "started" if fresh else "resumed", event.session_id,
@@ -441,7 +437,7 @@ class ApplianceService:
         self.calls_ended[action.reason] = self.calls_ended.get(action.reason, 0) + 1
         self.last_call = {"reason": action.reason, "duration_s": duration, "call_id": self._call_id}
         log.info("call ended: reason %s after %.1f s", action.reason, duration)
-        self.hub.publish(CallEndedEvent(reason=action.reason, duration_s=duration, call_id=self._call_id))
+        self.hub.publish(schema.CallEndedEvent(reason=action.reason, duration_s=duration, call_id=self._call_id))
         if self.saver is not None and self._call_id is not None:
             self.saver.request(self._call_id)
 
@@ -461,18 +457,18 @@ class ApplianceService:
             log.info("timer %s expired", name)
             self.handle(TimerExpired(name))
             if name in ("idle_warning", "max_warning") and self.state.call_up:
-                self.hub.publish(CallWarningEvent(limit="idle" if name == "idle_warning" else "max_duration"))
+                self.hub.publish(schema.CallWarningEvent(limit="idle" if name == "idle_warning" else "max_duration"))
 
     def _publish_changes(self, old: MachineState, new: MachineState) -> None:
         """One stream event per changed field (main thread)."""
         if old.call != new.call:
-            self.hub.publish(CallStateEvent(state=new.call.value))
+            self.hub.publish(schema.CallStateEvent(state=new.call.value))
         if old.muted != new.muted:
-            self.hub.publish(MutedEvent(muted=new.muted))
+            self.hub.publish(schema.MutedEvent(muted=new.muted))
         if old.agent_speaking != new.agent_speaking:
-            self.hub.publish(AgentSpeakingEvent(speaking=new.agent_speaking))
+            self.hub.publish(schema.AgentSpeakingEvent(speaking=new.agent_speaking))
         if old.talking != new.talking:
-            self.hub.publish(TalkingEvent(held=new.talking))
+            self.hub.publish(schema.TalkingEvent(held=new.talking))
 
     def _do(self, action: Action) -> None:
         if isinstance(action, SetMicGate):
@@ -516,7 +512,7 @@ class ApplianceService:
         self.pipeline.gain.measure = self.hub.wants_levels
         if self.pipeline.gain.measure and now >= self._next_levels:
             self._next_levels = now + LEVELS_INTERVAL
-            self.hub.publish(LevelsEvent(mic_dbfs=round(self.vad.level_dbfs, 1),
+            self.hub.publish(schema.LevelsEvent(mic_dbfs=round(self.vad.level_dbfs, 1),
                                          speaker_dbfs=round(self.pipeline.gain.level_dbfs, 1)))
         self._poll_activity()
         self._expire_timers()

@@ -20,7 +20,7 @@ def dominant_hz(x: np.ndarray, rate: int) -> float:
 
 
 def test_every_event_name_has_an_earcon() -> None:
-    assert set(EARCON_NAMES) == {"connected", "ended", "muted", "unmuted", "error", "warning", "volume"}
+    assert set(EARCON_NAMES) == {"connected", "ended", "muted", "unmuted", "error", "warning", "volume", "wake"}
 
 
 @pytest.mark.parametrize("rate", RATES)

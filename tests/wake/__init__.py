@@ -1,0 +1,1 @@
+"""Tests of the wake word detector (device/wake)."""

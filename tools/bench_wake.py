@@ -213,7 +213,8 @@ def agent_talking(quick: bool) -> dict[str, Any]:
 
 # -- 4. memory ---------------------------------------------------------------------------------------
 RSS_PROBE: Final = """
-import json, sys
+import json
+from pathlib import Path
 def rss():
     return int(next(l for l in Path('/proc/self/status').read_text().splitlines() if l.startswith('VmRSS')).split()[1]) / 1024
 from device.audio.dsp import make_capture_dsp
@@ -259,12 +260,15 @@ def report(rates: dict[str, dict[str, dict[str, Any]]], fa: dict[str, Any], agen
               f"{per_speed} phrases each): " + "; ".join(
                   f"{m} " + ", ".join(f"{speed} wpm {sum(f' {speed} wpm ' in k for k in c['clean']['missed'])}"
                                       for speed in wake_audio.SPEEDS) for m, c in rates.items()) + "."]
-    doubles = sorted({f"{m} {k}" for m, c in rates.items() for r in c.values() for k in r["double"]})
-    lines += ["", f"Positives with more than one detection, in any condition: {', '.join(doubles) or 'none'} "
+    doubles = sorted(f"{m} {k}" for m, c in rates.items() for k in c["clean"]["double"])
+    lines += ["", f"Positives with more than one detection (clean condition): {', '.join(doubles) or 'none'} "
               "(okay_nabu recording 3 says the wake word twice).", ""]
     minutes = ", ".join(f"{k} {v / 60:.0f} min" for k, v in fa["seconds"].items())
+    cpu_ms = fa["dsp_ms_per_s"] + sum(fa["detector_ms_per_s"].values())
+    wall = f" in {fa['wall_s']:.0f} s of wall time (making the audio included)" if fa.get("wall_s") else ""
     lines += [f"False accepts on {fa['hours']:.2f} h of negative audio ({minutes}) through AEC + NS, "
-              f"streamed without a reset in {fa['wall_s']:.0f} s of wall time (making the audio included):", "",
+              f"streamed without a reset{wall}; the DSP and all four detectors cost {cpu_ms:.0f} ms of CPU per "
+              f"second of audio, {1000 / cpu_ms:.0f}x faster than real time on one core:", "",
               "| model | false accepts | per hour | target |", "| --- | --- | --- | --- |"]
     for model, per_hour in fa["per_hour"].items():
         n = sum(a["model"] == model for a in fa["accepts"])
@@ -310,7 +314,8 @@ def report(rates: dict[str, dict[str, dict[str, Any]]], fa: dict[str, Any], agen
               "Negatives: `tools/wake_negatives.py`; prose from /usr/share/common-licenses with sentences "
               "naming a wake word removed. The agent scenes use `tools.signals.run_echo_scene` (the AEC tests' "
               "room: 40 ms delay, speaker soft clip at -6 dBFS) at 16 kHz; echo reduction is ERLE over the whole "
-              "call. CPU is `time.process_time` around each stage.", ""]
+              "call. CPU is `time.process_time` around each stage; on a busy shared host it runs high "
+              "for both stages alike, so their ratio is the figure to compare.", ""]
     lines.append("All wake word targets met." if not failures else "Missed: " + "; ".join(failures))
     return "\n".join(lines) + "\n"
 

@@ -58,3 +58,8 @@ def test_the_report_shows_every_measure_against_its_target() -> None:
     assert "**0 (okay_nabu 0," in text and "| 4 (okay_nabu 4," in text
     assert "| detection okay_nabu / capture DSP | 0.86 |" in text and "4.2 MB" in text
     assert text.rstrip().endswith("Missed: a missed target")
+
+
+def test_the_memory_probe_runs_in_a_fresh_process() -> None:
+    rss = bench_wake.rss_added()
+    assert rss["base_mb"] > 10 and rss["first_mb"] > 0 and rss["each_more_mb"] >= 0

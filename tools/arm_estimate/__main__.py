@@ -45,12 +45,13 @@ def measure(arm: ArmEnvironment, rate: int, seconds: float, tmp: Path) -> RateFi
     print(f"{rate} Hz service: {service_ips / 1e6:.1f} M instructions / s of audio "
           f"({emulated.audio_s:.1f} s of audio in {emulated.wall_s:.1f} s)", flush=True)
     native = metered_call(rate, mic_file, tmp, seconds, None)
-    print(f"{rate} Hz native: user {native.utime_s / native.wall_s:.2%}, kernel {native.stime_s / native.wall_s:.2%}",
-          flush=True)
+    print(f"{rate} Hz native: user {native.utime_s / native.wall_s:.2%}, kernel {native.stime_s / native.wall_s:.2%}, "
+          f"{native.switches / native.wall_s:.0f} context switches / s", flush=True)
     return RateFigures(rate=rate, bare_ips=bare, bare_direct_ips=bare_direct, service_ips=service_ips,
                        service_realtime=emulated.audio_s / emulated.wall_s,
                        native_user_share=native.utime_s / native.wall_s,
-                       native_kernel_share=native.stime_s / native.wall_s)
+                       native_kernel_share=native.stime_s / native.wall_s,
+                       switches_per_s=native.switches / native.wall_s)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,6 +34,7 @@ class CallWindow:
     wall_s: float
     utime_s: float
     stime_s: float
+    switches: int                # context switches of the process's threads (voluntary + forced)
     instructions: float | None   # None when run natively
 
 
@@ -41,6 +42,19 @@ def _cpu_times(pid: int) -> tuple[float, float]:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
     return int(fields[11]) / ticks, int(fields[12]) / ticks
+
+
+def _context_switches(pid: int) -> int:
+    """Context switches so far, summed over the process's threads (one that ended is not counted)."""
+    total = 0
+    for status in Path(f"/proc/{pid}/task").glob("*/status"):
+        try:
+            for line in status.read_text().splitlines():
+                if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                    total += int(line.split()[1])
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return total
 
 
 def _service_env(rate: int, url: str, mic_file: Path, tmp: Path) -> dict[str, str]:
@@ -96,10 +110,12 @@ def metered_call(rate: int, mic_file: Path, tmp: Path, seconds: float,
         while not stats["frames_sent"]:
             mtime, stats = _next_stats(stats_file, mtime, deadline, service)
         t0, frames0, cpu0 = mtime, stats["frames_sent"], _cpu_times(service.pid)
+        switches0 = _context_switches(service.pid)
         deadline = time.monotonic() + seconds * 20 + 60
         while (mtime - t0) / 1e9 < seconds:
             mtime, stats = _next_stats(stats_file, mtime, deadline, service)
         t1, frames1, cpu1 = mtime, stats["frames_sent"], _cpu_times(service.pid)
+        switches1 = _context_switches(service.pid)
         time.sleep(0.2)   # let insn_meter tick past the last write
     finally:
         service.terminate()
@@ -115,4 +131,5 @@ def metered_call(rate: int, mic_file: Path, tmp: Path, seconds: float,
         meter = MeterLog.read(meter_out)
         instructions = meter.at(t1 - realtime_offset) - meter.at(t0 - realtime_offset)
     return CallWindow(audio_s=(frames1 - frames0) * FRAME_MS / 1000, wall_s=(t1 - t0) / 1e9,
-                      utime_s=cpu1[0] - cpu0[0], stime_s=cpu1[1] - cpu0[1], instructions=instructions)
+                      utime_s=cpu1[0] - cpu0[0], stime_s=cpu1[1] - cpu0[1],
+                      switches=switches1 - switches0, instructions=instructions)

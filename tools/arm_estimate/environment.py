@@ -27,7 +27,7 @@ from typing import Final
 
 from tools import REPO
 
-DEFAULT_CACHE: Final = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "atoms-appliance-arm"
+DEFAULT_CACHE: Final = Path(os.environ.get("ARM_ESTIMATE_CACHE", Path.home() / ".cache" / "atoms-appliance-arm"))
 SUITE: Final = "bookworm"
 GUEST_PYTHON: Final = "/usr/bin/python3.11"
 ROOTFS_PACKAGES: Final = ("python3.11", "libpython3.11-stdlib", "libstdc++6", "libgcc-s1")

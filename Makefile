@@ -90,7 +90,7 @@ arm-deps: .stamp-arm-deps
 	@touch $@
 
 arm-estimate: deps venv arm-deps
-	ARM_ESTIMATE_CACHE=$(ARM_CACHE) nice -n 10 $(BIN)/python -m tools.arm_estimate $(ARM_ARGS)
+	ARM_ESTIMATE_CACHE=$(ARM_CACHE) $(BIN)/python -m tools.arm_estimate $(ARM_ARGS)
 
 lint: venv
 	$(BIN)/ruff check device hw tools tests

@@ -61,7 +61,7 @@ def section(figures: list[RateFigures], host: str, seconds: float) -> str:
 
     row("bare AEC + NS + resample, livekit's public API (M instructions / s of audio)", lambda f: f"{f.bare_ips / 1e6:.1f}")
     row("bare, direct FFI caller (M instructions / s of audio)", lambda f: f"{f.bare_direct_ips / 1e6:.1f}")
-    row(f"whole service in a paced call, {seconds:.0f} s window (M instructions / s of audio)",
+    row(f"whole service in a paced call, {seconds:.0f} s of audio (M instructions / s of audio)",
         lambda f: f"{f.service_ips / 1e6:.1f}")
     row("**service / bare instructions**", lambda f: f"**{f.service_ips / f.bare_ips:.2f}**")
     row("emulated service: audio processed per wall second", lambda f: f"{f.service_realtime:.2f}")

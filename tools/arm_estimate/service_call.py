@@ -2,7 +2,7 @@
 
 The service runs either natively or under the aarch64 emulation with insn_meter; the simulator
 always runs natively (its cost is the agent's, not the device's). The window runs from the first
-stats write with audio sent to the first one `seconds` later (stats every STATS_INTERVAL s): the
+stats write with audio sent to the first one `seconds` of audio later (stats every STATS_INTERVAL s): the
 audio in it is the stats' `frames_sent` difference, its instructions insn_meter's count between the
 two writes' times (the file's mtime, on CLOCK_MONOTONIC), its CPU time the process's utime/stime.
 """
@@ -112,7 +112,7 @@ def metered_call(rate: int, mic_file: Path, tmp: Path, seconds: float,
         t0, frames0, cpu0 = mtime, stats["frames_sent"], _cpu_times(service.pid)
         switches0 = _context_switches(service.pid)
         deadline = time.monotonic() + seconds * 20 + 60
-        while (mtime - t0) / 1e9 < seconds:
+        while (stats["frames_sent"] - frames0) * FRAME_MS / 1000 < seconds:   # seconds of audio, not wall
             mtime, stats = _next_stats(stats_file, mtime, deadline, service)
         t1, frames1, cpu1 = mtime, stats["frames_sent"], _cpu_times(service.pid)
         switches1 = _context_switches(service.pid)

@@ -27,7 +27,7 @@ def test_meter_log_marks_and_interpolated_ticks(tmp_path: Path) -> None:
 def figures(rate: int = 16000, service_ips: float = 150e6, switches: float = 400.0) -> RateFigures:
     return RateFigures(rate=rate, bare_ips=100e6, bare_direct_ips=90e6, service_ips=service_ips,
                        service_realtime=0.8, native_user_share=0.03, native_kernel_share=0.01,
-                       switches_per_s=switches)
+                       switches_per_s=switches, window_audio_s=30.0)
 
 
 def test_share_is_instructions_over_ipc_times_clock_plus_wakeups() -> None:
@@ -42,7 +42,7 @@ def test_share_is_instructions_over_ipc_times_clock_plus_wakeups() -> None:
                                                   (180e6, "Target met only at the optimistic end"),
                                                   (400e6, "Target missed")])
 def test_the_verdict_follows_the_range(service_ips: float, verdict: str) -> None:
-    text = report.section([figures(service_ips=service_ips), figures(24000, service_ips)], "test host", 30)
+    text = report.section([figures(service_ips=service_ips), figures(24000, service_ips)], "test host")
     assert text.startswith(report.SECTION)
     assert verdict in text
     assert "| 16 kHz | 24 kHz |" in text

@@ -51,7 +51,7 @@ def measure(arm: ArmEnvironment, rate: int, seconds: float, tmp: Path) -> RateFi
                        service_realtime=emulated.audio_s / emulated.wall_s,
                        native_user_share=native.utime_s / native.wall_s,
                        native_kernel_share=native.stime_s / native.wall_s,
-                       switches_per_s=native.switches / native.wall_s)
+                       switches_per_s=native.switches / native.wall_s, window_audio_s=emulated.audio_s)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="atoms-arm-"))
     figures = [measure(arm, int(rate), args.seconds, tmp) for rate in args.rates.split(",")]
     host = f"{platform.machine()} host, {os.cpu_count()} cores, qemu-aarch64 user mode"
-    text = section(figures, host, args.seconds)
+    text = section(figures, host)
     print(text)
     if not args.no_write:
         print("wrote", write_section(text), file=sys.stderr)

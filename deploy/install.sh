@@ -96,7 +96,7 @@ check_platform() {
     local python=$PYTHON reason probed=()
     [[ -x "$python" ]] || python=$(command -v python3 || true)
     [[ -n "$python" ]] || die "no Python 3 found (--python $PYTHON): install python3, then run this again"
-    probed+=("$(uname -m)")
+    if command -v uname >/dev/null; then probed+=("$(uname -m)"); fi
     if command -v dpkg >/dev/null; then probed+=("$(dpkg --print-architecture)"); fi
     if ! reason=$("$python" "$SRC_DIR/device/platform_support.py" "${probed[@]}" 2>&1); then
         log "error: $reason"

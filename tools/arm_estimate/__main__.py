@@ -56,7 +56,8 @@ def measure(arm: ArmEnvironment, rate: int, seconds: float, tmp: Path) -> RateFi
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.arm_estimate", description=__doc__)
-    parser.add_argument("--seconds", type=float, default=30.0, help="the call window measured (default 30)")
+    parser.add_argument("--seconds", type=float, default=20.0,
+                        help="seconds of audio in the measured call window (default 20)")
     parser.add_argument("--rates", default="16000,24000", help="sample rates (default 16000,24000)")
     parser.add_argument("--no-write", action="store_true", help="print the section, leave docs/ alone")
     args = parser.parse_args(argv)

@@ -13,7 +13,13 @@ SYSTEM_DEB_PACKAGES := qemu-system-x86 qemu-utils mmdebstrap openssh-client e2fs
 SYSTEM_RELEASES ?= bookworm trixie
 SYSTEM_CACHE ?= $(HOME)/.cache/atoms-appliance-system
 
-.PHONY: demo test test-faults test-hardware test-system bench lint deps system-deps venv clean soak
+.PHONY: demo test test-faults test-hardware test-system bench lint deps system-deps venv clean soak \
+	platform-check arm-estimate arm-deps
+
+# Before anything is installed: 64-bit Raspberry Pi OS / Debian arm64 or amd64 only (the list and
+# the reason are in device/platform_support.py; deploy/install.sh asks the same file).
+platform-check:
+	@$(PYTHON) device/platform_support.py "$$(uname -m)" "$$(dpkg --print-architecture 2>/dev/null)"
 
 # install-debs PACKAGES...: install those of PACKAGES that are missing.
 define install-debs
@@ -25,8 +31,8 @@ define install-debs
 	fi
 endef
 
-deps: .stamp-deps
-.stamp-deps:
+deps: platform-check .stamp-deps
+.stamp-deps: | platform-check
 	$(call install-debs,$(DEB_PACKAGES))
 	@touch $@
 
@@ -35,13 +41,13 @@ system-deps: .stamp-system-deps
 	$(call install-debs,$(SYSTEM_DEB_PACKAGES))
 	@touch $@
 
-$(BIN)/atoms-appliance: pyproject.toml .stamp-deps
+$(BIN)/atoms-appliance: pyproject.toml .stamp-deps | platform-check
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test,bench]'
 	@touch $@
 
-venv: $(BIN)/atoms-appliance
+venv: platform-check $(BIN)/atoms-appliance
 
 demo: deps venv
 	$(BIN)/atoms-appliance demo
@@ -75,9 +81,22 @@ bench: deps venv
 	$(BIN)/python -m tools.bench; status=$$?; \
 	$(BIN)/python -m tools.bench_wake || status=1; exit $$status
 
+# A Pi Zero 2 W CPU figure from instructions counted under aarch64 emulation (docs/benchmarks.md):
+# qemu-user runs the aarch64 build, built once into ARM_CACHE (tools/arm_estimate/environment.py).
+ARM_DEB_PACKAGES := qemu-user mmdebstrap dpkg-dev xz-utils gcc
+ARM_CACHE ?= $(HOME)/.cache/atoms-appliance-arm
+
+arm-deps: .stamp-arm-deps
+.stamp-arm-deps:
+	$(call install-debs,$(ARM_DEB_PACKAGES))
+	@touch $@
+
+arm-estimate: deps venv arm-deps
+	ARM_ESTIMATE_CACHE=$(ARM_CACHE) $(BIN)/python -m tools.arm_estimate $(ARM_ARGS)
+
 lint: venv
 	$(BIN)/ruff check device hw tools tests
 	$(BIN)/mypy device hw tools
 
 clean:
-	rm -rf $(VENV) .stamp-deps .stamp-system-deps demo-out bench-out
+	rm -rf $(VENV) .stamp-deps .stamp-system-deps .stamp-arm-deps demo-out bench-out

@@ -87,6 +87,24 @@ die() { log "error: $*"; exit 1; }
 
 profiles() { (cd "$SRC_DIR/deploy/hardware" && for d in */; do echo "${d%/}"; done); }
 
+# 64-bit only: device/platform_support.py holds the list and the reason (the service, `make` and
+# this script all ask it). It checks the userland of $PYTHON (the Python the venv is built with),
+# the kernel's machine and dpkg's architecture: 32-bit Raspberry Pi OS runs a 64-bit kernel, so
+# `uname -m` alone says aarch64 there. ATOMS_PLATFORM_MACHINE replaces all three probes (tests;
+# checking what another board would get).
+check_platform() {
+    local python=$PYTHON reason probed=()
+    [[ -x "$python" ]] || python=$(command -v python3 || true)
+    [[ -n "$python" ]] || die "no Python 3 found (--python $PYTHON): install python3, then run this again"
+    if command -v uname >/dev/null; then probed+=("$(uname -m)"); fi
+    if command -v dpkg >/dev/null; then probed+=("$(dpkg --print-architecture)"); fi
+    if ! reason=$("$python" "$SRC_DIR/device/platform_support.py" "${probed[@]}" 2>&1); then
+        log "error: $reason"
+        log "nothing was installed"
+        exit 78
+    fi
+}
+
 parse_args() {
     while (($#)); do
         case "$1" in
@@ -107,6 +125,9 @@ parse_args() {
         shift
     done
     case "$CREDENTIAL_MODE" in auto|encrypted|plain) ;; *) die "--credential: auto, encrypted or plain" ;; esac
+    # Before anything is written: an install on a platform without the audio libraries' wheels would
+    # stop half way (--uninstall still works everywhere).
+    ((UNINSTALL)) || check_platform
     case "$LGPIO" in auto|yes|no) ;; *) die "--lgpio: auto, yes or no" ;; esac
     if [[ -n "$HARDWARE" && ! -d "$SRC_DIR/deploy/hardware/$HARDWARE" ]]; then
         die "unknown hardware profile '$HARDWARE'; choose one of: $(profiles | tr '\n' ' ')"

@@ -11,10 +11,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from device.platform_support import unsupported
 from device.service.settings import EXIT_CONFIG, ConfigError, Settings, load_settings, setting_warnings
 
 # 128 + SIGPIPE: what a shell reports for a tool whose reader went away (`ctl status | head`).
 EXIT_BROKEN_PIPE = 141
+# The commands that need the audio libraries, which exist for 64-bit platforms only.
+NEEDS_SUPPORTED_PLATFORM = frozenset({"run", "demo", "doctor"})
 
 
 def _load(args: argparse.Namespace, **overrides: Any) -> Settings:
@@ -285,6 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "sim":
         return cmd_sim(argparse.Namespace(), argv[1:])
     args = build_parser().parse_args(argv)
+    if args.command_name in NEEDS_SUPPORTED_PLATFORM and (reason := unsupported()) is not None:
+        print(f"error: {reason}", file=sys.stderr)
+        return EXIT_CONFIG
     handlers = {"run": cmd_run, "demo": cmd_demo, "ctl": cmd_ctl, "conversation": cmd_conversation,
                 "config": cmd_config,
                 "devices": cmd_devices, "doctor": cmd_doctor}

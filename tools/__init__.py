@@ -7,7 +7,9 @@ Run from the repository root (`make bench`, `make soak`, `make test-faults` call
   CPU and memory (its section of docs/benchmarks.md);
 - `python -m tools.soak [--quick | --unpaced]`: one long call, resources sampled (docs/reliability.md);
 - `python -m tools.fault_report`: docs/reliability.md's fault table from the fault suite's results;
-- `python -m tools.plot_echo_reduction`: docs/echo-reduction.svg.
+- `python -m tools.plot_echo_reduction`: docs/echo-reduction.svg;
+- `python -m tools.arm_estimate` (`make arm-estimate`): the Pi Zero 2 W figure from instructions
+  counted under aarch64 emulation (docs/benchmarks.md).
 
 Their shared instruments are modules here too: `signals` (synthetic speech, the simulated room,
 echo measurements), `service_process` (the real service as a child process, watched through its

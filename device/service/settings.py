@@ -26,6 +26,7 @@ from pydantic_settings import (
 
 from device.audio.formats import DEFAULT_SESSION_RATE, SESSION_RATES
 from device.core.events import CallMode
+from device.platform_support import EXIT_UNSUPPORTED, MACHINE_ENV
 from device.service.redact import SecretScrubber, redact_url
 from device.wake.detector import BUILTIN_MODELS
 
@@ -35,12 +36,12 @@ if TYPE_CHECKING:
 DEFAULT_URL: Final = "wss://api.smallest.ai/atoms/v1/agent/connect"
 DEFAULT_CONFIG_FILE: Final = Path("/etc/atoms-appliance/config.toml")
 ENV_PREFIX: Final = "ATOMS_"
-EXIT_CONFIG: Final = 78  # EX_CONFIG from sysexits.h; systemd's RestartPreventExitStatus uses it
+EXIT_CONFIG: Final = EXIT_UNSUPPORTED  # 78, EX_CONFIG from sysexits.h; systemd's RestartPreventExitStatus uses it
 
 # sun_path is 108 bytes on Linux, one of them the terminating NUL.
 MAX_SOCKET_PATH_BYTES: Final = 107
 # Environment names read by the program that are not settings fields.
-OTHER_ENV_NAMES: Final = frozenset({"ATOMS_CONFIG"})
+OTHER_ENV_NAMES: Final = frozenset({"ATOMS_CONFIG", MACHINE_ENV})
 # A pin setting with one of these values means "not wired" (docs/hardware.md).
 NO_PIN_VALUES: Final = frozenset({"", "none", "off", "-1", "no"})
 PIN_FIELDS: Final = ("call_pin", "mute_pin", "status_led_pin", "mute_led_pin", "speaking_led_pin",

@@ -103,8 +103,13 @@ class SceneClock:
     """Real time until `release()`, then a `LockstepClock` (any thread). Each device's clock is a
     `member()`; times start at 0 when the first member is made, in both phases."""
 
+    # How far the mic and the speaker may drift apart in simulated time. A real full-duplex card
+    # alternates its periods; `LockstepClock`'s default 0.1 s lets the reference arrive up to ten
+    # periods early or late, which makes the canceller's delay estimate (and the matrix) wander.
+    SLACK_S: Final = 0.02
+
     def __init__(self) -> None:
-        self._group = LockstepClock()
+        self._group = LockstepClock(slack=self.SLACK_S)
         self._released = threading.Event()
         self._t0: float | None = None
 

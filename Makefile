@@ -76,10 +76,13 @@ test-system: deps venv system-deps
 soak: deps venv
 	$(BIN)/python -m tools.soak $(SOAK_ARGS)
 
-# The audio pipeline's figures, then the wake word detector's (both write docs/benchmarks.md).
+# The audio pipeline's figures, then the wake word detector's (both write docs/benchmarks.md), then
+# the room matrix (docs/echo.md, ~15 min; BENCH_ROOM_ARGS=--quick for its test slice, or
+# --cells a,b --no-docs --json FILE).
 bench: deps venv
 	$(BIN)/python -m tools.bench; status=$$?; \
-	$(BIN)/python -m tools.bench_wake || status=1; exit $$status
+	$(BIN)/python -m tools.bench_wake || status=1; \
+	$(BIN)/python -m tools.bench_room $(BENCH_ROOM_ARGS) || status=1; exit $$status
 
 # A Pi Zero 2 W CPU figure from instructions counted under aarch64 emulation (docs/benchmarks.md):
 # qemu-user runs the aarch64 build, built once into ARM_CACHE (tools/arm_estimate/environment.py).

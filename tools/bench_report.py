@@ -72,7 +72,8 @@ def write_report(results: dict[int, dict[str, Any]], failures: list[str], pinned
         "# Benchmarks", "",
         f"Written by `make bench` ({time.strftime('%Y-%m-%d')}, {host}). Targets from the real-audio issue "
         "and issue 16. Load on this shared host moves every CPU figure by up to 2x between runs: compare "
-        "ratios measured in the same run, not figures of different runs.", "",
+        "ratios measured in the same run, not figures of different runs.",
+        "The echo in real rooms (the room matrix, also run by `make bench`) is in [echo.md](echo.md).", "",
         "| measure | target | 16 kHz | 24 kHz |", "| --- | --- | --- | --- |",
     ]
 

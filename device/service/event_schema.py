@@ -112,14 +112,25 @@ class LevelsEvent(_Event):
     speaker_dbfs: float
 
 
+class DuplexEvent(_Event):
+    """The adaptive half-duplex switched: `half` while the agent's echo is audible in this room
+    and the uplink is gated while the agent talks (a person speaking up still gets through),
+    `full` otherwise. `residual_echo_db`: the echo left after cancellation over the background."""
+
+    type: Literal["duplex"] = "duplex"
+    mode: Literal["full", "half"]
+    residual_echo_db: float | None = None
+
+
 StreamEvent = Annotated[
     CallStateEvent | MutedEvent | AgentSpeakingEvent | TalkingEvent | VolumeEvent | TranscriptEvent
-    | CallStartedEvent | CallEndedEvent | CallWarningEvent | ErrorEvent | HardwareEvent | LevelsEvent,
+    | CallStartedEvent | CallEndedEvent | CallWarningEvent | ErrorEvent | HardwareEvent | LevelsEvent
+    | DuplexEvent,
     Field(discriminator="type"),
 ]
 EVENT_TYPES: Final = (CallStateEvent, MutedEvent, AgentSpeakingEvent, TalkingEvent, VolumeEvent,
                       TranscriptEvent, CallStartedEvent, CallEndedEvent, CallWarningEvent, ErrorEvent,
-                      HardwareEvent, LevelsEvent)
+                      HardwareEvent, LevelsEvent, DuplexEvent)
 _ADAPTER: Final = TypeAdapter(StreamEvent)
 
 

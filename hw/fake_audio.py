@@ -3,9 +3,10 @@
 These are product code (the demo and the tests run on them), with controls for tests:
 `inject()` adds a mic signal, `unplug()`/`replug()` make a device vanish and come back, and the
 speaker keeps what it played (`played`) and a bounded log of every write and drop it was given
-(`speaker_history`, `wait_speaker`) for assertions. The optional `FakeRoom` adds the speaker's
-output back into the microphone with a delay, a gain and an impulse response, so echo cancellation
-and barge-in can be tried on a laptop. `FakeAudioBackend.from_settings` builds the pair, room
+(`speaker_history`, `wait_speaker`) for assertions. The optional `FakeRoom` (hw/room.py) adds the
+speaker's output back into the microphone with a delay, a gain, an impulse response and, when set,
+clock drift, speaker distortion and ambient noise, so echo cancellation and barge-in can be tried
+on a laptop. `FakeAudioBackend.from_settings` builds the pair, room
 included, from the `fake_*` settings (`hw.settings.FakeAudioSettings`).
 """
 from __future__ import annotations
@@ -19,11 +20,11 @@ from pathlib import Path
 from typing import Final, Literal
 
 import numpy as np
-import soxr
 
 from hw.audio import BYTES_PER_FRAME, AudioBackend, AudioCapture, AudioFormat, AudioPlayback, VolumeControl
 from hw.clock import Clock, RealClock, UnpacedClock
 from hw.errors import DeviceUnavailable
+from hw.room import FakeRoom  # re-exported: the room lives in hw/room.py
 from hw.settings import FakeAudioSettings
 from hw.wavio import WavRecorder, read_wav_mono16
 
@@ -34,95 +35,9 @@ ClockFactory = Callable[[], Clock]
 # The mic rate a room built from settings works at: the rate the application captures at
 # (`device.audio.formats.DSP_RATE`, which hw cannot import; tests/dsp/test_room.py checks they agree).
 ROOM_MIC_RATE: Final = 16000
-DEFAULT_ECHO_GAIN_DB: Final = -6.0   # the room's echo gain when only an impulse response is set
 # Speaker writes and drops kept for assertions: 20 s of 10 ms periods (older ones are forgotten,
 # and `speaker_history` says so rather than returning a silently shortened list).
 SPEAKER_LOG_OPS: Final = 2000
-
-
-class FakeRoom:
-    """Acoustic path from the fake speaker to the fake mic (thread-safe: speaker and mic threads).
-
-    The speaker's samples enter a delay line at the mic rate (resampled with a soxr stream when
-    the rates differ); each mic period takes the next samples out, convolved with the impulse
-    response and scaled by the gain. The line is consumed at the mic's pace, so the echo delay is
-    the bulk delay plus whatever the speaker has queued ahead, as on real hardware.
-    """
-
-    MAX_BACKLOG_SECONDS = 2.0
-
-    def __init__(
-        self,
-        mic_rate: int,
-        delay_ms: float = 0.0,
-        gain_db: float = DEFAULT_ECHO_GAIN_DB,
-        impulse_response: np.ndarray | None = None,
-    ) -> None:
-        self.mic_rate = mic_rate
-        self.gain = float(10 ** (gain_db / 20))
-        ir = np.array([1.0]) if impulse_response is None else np.asarray(impulse_response, dtype=np.float64)
-        self._ir = ir * self.gain
-        self._tail = np.zeros(max(len(self._ir) - 1, 0))
-        self._line: deque[np.ndarray] = deque()
-        self._line_frames = 0
-        self._lock = threading.Lock()
-        self._resampler: soxr.ResampleStream | None = None
-        self._speaker_rate: int | None = None
-        self.dropped_frames = 0
-        delay_frames = round(delay_ms * mic_rate / 1000)
-        if delay_frames:
-            self._push(np.zeros(delay_frames))
-
-    @classmethod
-    def from_files(cls, mic_rate: int, delay_ms: float, gain_db: float, ir_file: str | Path | None) -> FakeRoom:
-        ir = None
-        if ir_file:
-            ir = np.frombuffer(read_wav_mono16(ir_file, mic_rate), dtype="<i2").astype(np.float64) / 32768.0
-            peak = np.max(np.abs(ir)) if ir.size else 0.0
-            ir = ir / peak if peak > 0 else np.array([1.0])
-        return cls(mic_rate, delay_ms, gain_db, ir)
-
-    def _push(self, samples: np.ndarray) -> None:
-        self._line.append(samples)
-        self._line_frames += len(samples)
-        limit = int(self.MAX_BACKLOG_SECONDS * self.mic_rate)
-        while self._line_frames > limit and self._line:
-            old = self._line.popleft()
-            self._line_frames -= len(old)
-            self.dropped_frames += len(old)
-
-    def speaker_played(self, pcm: bytes, rate: int) -> None:
-        samples = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
-        with self._lock:
-            if rate != self.mic_rate:
-                if self._resampler is None or self._speaker_rate != rate:
-                    self._resampler = soxr.ResampleStream(rate, self.mic_rate, 1, dtype="float64")
-                    self._speaker_rate = rate
-                samples = self._resampler.resample_chunk(samples)
-            if len(samples):
-                self._push(samples)
-
-    def mic_echo(self, frames: int) -> np.ndarray:
-        """The next `frames` echo samples (float, PCM16 scale) for the mic."""
-        with self._lock:
-            out = np.zeros(frames)
-            filled = 0
-            while filled < frames and self._line:
-                head = self._line[0]
-                take = min(frames - filled, len(head))
-                out[filled:filled + take] = head[:take]
-                if take == len(head):
-                    self._line.popleft()
-                else:
-                    self._line[0] = head[take:]
-                self._line_frames -= take
-                filled += take
-            if len(self._ir) == 1:
-                return out * self._ir[0]
-            full = np.convolve(out, self._ir)
-            full[: len(self._tail)] += self._tail
-            self._tail = full[frames:].copy()
-            return full[:frames]
 
 
 def _join_clock(clock: Clock, device: object, join: bool) -> None:
@@ -208,7 +123,7 @@ class FakeCapture(AudioCapture):
                 return pcm
         signal = self._backend.next_mic_samples(frames, self.format.sample_rate)
         if self._backend.room is not None:
-            signal = signal + self._backend.room.mic_echo(frames)
+            signal = signal + self._backend.room.mic_sound(frames)
         return np.clip(np.round(signal), -32768, 32767).astype("<i2").tobytes()
 
     def close(self) -> None:
@@ -388,14 +303,8 @@ class FakeAudioBackend(AudioBackend):
     def from_settings(cls, settings: FakeAudioSettings) -> FakeAudioBackend:
         """The fake pair the `fake_*` settings describe (`hw.registry`): the mic WAV, the speaker
         recording, real-time or unpaced pacing, and a room when an echo gain or impulse response is
-        set. No history in memory (`keep_history=False`)."""
-        room = None
-        if settings.fake_echo_gain_db is not None or settings.fake_echo_ir_file is not None:
-            gain_db = settings.fake_echo_gain_db
-            if gain_db is None:
-                gain_db = DEFAULT_ECHO_GAIN_DB
-            room = FakeRoom.from_files(ROOM_MIC_RATE, settings.fake_echo_delay_ms, gain_db,
-                                       settings.fake_echo_ir_file)
+        set (or ambient noise: `FakeRoom.from_settings`). No history in memory (`keep_history=False`)."""
+        room = FakeRoom.from_settings(settings, ROOM_MIC_RATE)
         start: Literal["open", "call"] = "call" if settings.fake_capture_start == "call" else "open"
         return cls(capture_file=settings.fake_capture_file, playback_file=settings.fake_playback_file,
                    clock_factory=RealClock if settings.fake_realtime else UnpacedClock, room=room,

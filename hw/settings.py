@@ -39,7 +39,8 @@ class AlsaSettings(Protocol):
 
 class FakeAudioSettings(Protocol):
     """What `hw.fake_audio.FakeAudioBackend.from_settings` reads (the mic file, the speaker
-    recording, pacing, and the simulated room: no room unless a gain or an impulse response is set)."""
+    recording, pacing, and the simulated room: no room unless a gain, an impulse response or
+    ambient noise is set; drift and speaker clipping shape the echo, so they need one of the first two)."""
 
     @property
     def fake_capture_file(self) -> Path | None: ...
@@ -64,6 +65,15 @@ class FakeAudioSettings(Protocol):
 
     @property
     def fake_echo_ir_file(self) -> Path | None: ...
+
+    @property
+    def fake_echo_drift_ppm(self) -> float: ...   # speaker clock vs mic clock; 0: one clock
+
+    @property
+    def fake_speaker_clip_dbfs(self) -> float | None: ...   # speaker saturation level; None: linear
+
+    @property
+    def fake_noise_dbfs(self) -> float | None: ...   # ambient noise at the mic, RMS; None: none
 
 
 class GpioSettings(Protocol):

@@ -5,12 +5,14 @@ Run from the repository root (`make bench`, `make soak`, `make test-faults` call
 - `python -m tools.bench`: CPU, latency and memory figures (docs/benchmarks.md);
 - `python -m tools.soak [--quick | --unpaced]`: one long call, resources sampled (docs/reliability.md);
 - `python -m tools.fault_report`: docs/reliability.md's fault table from the fault suite's results;
-- `python -m tools.plot_echo_reduction`: docs/echo-reduction.svg.
+- `python -m tools.plot_echo_reduction`: docs/echo-reduction.svg;
+- `python -m tools.bench_room [--quick | --cells ...]`: the room matrix (docs/echo.md, docs/room-matrix.svg).
 
 Their shared instruments are modules here too: `signals` (synthetic speech, the simulated room,
 echo measurements), `service_process` (the real service as a child process, watched through its
 log), `fault_service` (the same plus its resources from /proc and its stats file) and `polling`
-(the one bounded wait on a predicate). The tests import
+(the one bounded wait on a predicate), `room_ir` (reverberant impulse responses from
+pyroomacoustics). The tests import
 these; tools never import `tests` (tests/test_layers.py checks it), so the dependencies point one
 way: `hw` <- `device` <- `tools` <- `tests`. Not installed with the package: like the tests, they
 need the repository.

@@ -139,6 +139,14 @@ class Settings(BaseSettings):
     fake_echo_delay_ms: float = Field(0.0, ge=0, le=1000, description="simulated room echo delay")
     fake_echo_gain_db: float | None = Field(None, le=20, description="simulated echo gain; unset: no echo")
     fake_echo_ir_file: Path | None = Field(None, description="impulse-response WAV for the room echo")
+    fake_echo_drift_ppm: float = Field(
+        0.0, ge=-1000, le=1000, description="simulated clock drift of the speaker against the mic, ppm "
+        "(positive: the speaker runs fast and the echo comes earlier; 0: one clock)")
+    fake_speaker_clip_dbfs: float | None = Field(
+        None, ge=-40, le=0, description="simulated speaker saturation: soft clipping at this level, "
+        "harmonics growing with volume (unset: a linear speaker)")
+    fake_noise_dbfs: float | None = Field(
+        None, ge=-120, le=0, description="simulated ambient noise at the fake mic, RMS dBFS (unset: none)")
 
     # -- controls -------------------------------------------------------------------------------
     gpio_backend: Literal["gpiozero", "mock", "keyboard", "none"] = Field(

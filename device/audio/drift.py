@@ -7,8 +7,8 @@ but its linear filter keeps re-converging on a moving target (measured: 3-6 dB o
 lost at +-150 ppm in a dry room, more at 500 ppm). `DriftCompensator` stretches the reference
 by the same factor before the canceller sees it, so the echo delay stays put.
 
-The resampler is hand-written (numpy, a 32-tap Kaiser-windowed sinc evaluated at each output
-sample's own fractional position) because the ratio must be able to change while streaming without
+The resampler is hand-written (numpy, a 32-tap Kaiser-windowed sinc at each output sample's own
+fractional position, from a table of 512 phases blended linearly) because the ratio must be able to change while streaming without
 a step: soxr's `ResampleStream` takes one fixed ratio, and a new stream per change would restart
 its filter (a click and a delay jump in the reference, which AEC3 would have to re-find). At a
 ratio of exactly 1 (`ppm == 0`, the default) it is a plain pass-through.
@@ -25,6 +25,7 @@ import numpy as np
 
 HALF_TAPS: Final = 16            # taps each side of the interpolation point
 KAISER_BETA: Final = 8.0         # ~ -80 dB side lobes
+PHASES: Final = 512              # fractional positions tabulated (blended linearly in between)
 MAX_PPM: Final = 2000.0          # beyond this it is not two crystals but a wrong rate setting
 
 
@@ -42,6 +43,12 @@ class DriftCompensator:
         self._buffer = np.zeros(2 * HALF_TAPS - 1)  # input history: a left half, then what is pending
         self._position = float(HALF_TAPS - 1)       # where in it the next output sample is read
         self._offsets = np.arange(-HALF_TAPS + 1, HALF_TAPS + 1)
+        # Windowed-sinc weights at PHASES + 1 fractional positions in [0, 1], once (np.i0 per
+        # sample would cost ~8x the capture DSP itself).
+        frac = np.arange(PHASES + 1)[:, None] / PHASES
+        distance = frac - self._offsets[None, :]
+        window = np.i0(KAISER_BETA * np.sqrt(np.clip(1 - (distance / HALF_TAPS) ** 2, 0, 1))) / np.i0(KAISER_BETA)
+        self._table = np.sinc(distance) * window
         self.samples_in = 0
         self.samples_out = 0
         self.set_ppm(ppm)
@@ -75,10 +82,11 @@ class DriftCompensator:
         base = np.floor(positions).astype(np.int64)
         frac = positions - base
         taps = base[:, None] + self._offsets[None, :]
-        distance = frac[:, None] - self._offsets[None, :]
-        window = np.i0(KAISER_BETA * np.sqrt(np.clip(1 - (distance / HALF_TAPS) ** 2, 0, 1))) / np.i0(KAISER_BETA)
-        out = np.einsum("nk,nk->n", self._buffer[np.clip(taps, 0, len(self._buffer) - 1)],
-                        np.sinc(distance) * window)
+        scaled = frac * PHASES
+        row = np.minimum(scaled.astype(np.int64), PHASES - 1)
+        blend = (scaled - row)[:, None]
+        weights = self._table[row] * (1 - blend) + self._table[row + 1] * blend
+        out = np.einsum("nk,nk->n", self._buffer[np.clip(taps, 0, len(self._buffer) - 1)], weights)
         self._position += self._step * count
         # Keep what the next outputs still need (their left half), re-based to index 0.
         drop = max(0, int(np.floor(self._position)) - HALF_TAPS + 1)

@@ -119,7 +119,7 @@ class CaptureChain:
             if self._apm is not None:
                 out = self._apm.process(frame)
                 if self._echo is not None:
-                    out = self._echo.process(out)
+                    out = self._echo.process(frame, out)
             if self._noise is not None:
                 result = self._noise.Process10ms(out)
                 out = result.audio
@@ -187,6 +187,10 @@ class CaptureChain:
             "rejected_frames": self.rejected_frames,
             **(self._echo.stats() if self._echo is not None else {}),
         }
+
+    @property
+    def echo_control(self) -> EchoControl | None:
+        return self._echo
 
     @property
     def duplex_mode(self) -> str:

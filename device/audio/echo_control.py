@@ -6,7 +6,7 @@
                                                                     (`process`, capture thread)
 
 Each stage is its own module (`drift`, `residual_echo`, `duplex`) and is switched by
-`EchoControlSettings` (from the service settings); docs/echo-room.md says what each one bought in
+`EchoControlSettings` (from the service settings); docs/echo-edge.md says what each one bought in
 the room matrix and why the defaults are what they are.
 """
 from __future__ import annotations
@@ -32,12 +32,13 @@ class EchoControlSettings:
     """Which stages run (an immutable value; any thread). `drift_ppm` as `doctor --audio` prints it."""
 
     drift_ppm: float = 0.0
-    residual_echo: bool = True
+    residual_echo: bool = False   # measured not to pay for itself at default settings (docs/echo-edge.md)
     adaptive_half_duplex: bool = True
+    measure_only: bool = False    # the half-duplex decides but never gates (the doctor's run)
 
     @property
     def any(self) -> bool:
-        return self.drift_ppm != 0.0 or self.residual_echo or self.adaptive_half_duplex
+        return self.drift_ppm != 0.0 or self.residual_echo or self.adaptive_half_duplex or self.measure_only
 
 
 def _to_pcm16(x: np.ndarray) -> bytes:
@@ -57,7 +58,7 @@ class EchoControl:
         self._spectra = ReferenceSpectra()
         self._suppressor = ResidualEchoSuppressor() if settings.residual_echo else None
         # The duplex decision needs the echo estimate; without the suppressor it still measures.
-        self._duplex = AdaptiveDuplex(enabled=settings.adaptive_half_duplex)
+        self._duplex = AdaptiveDuplex(enabled=settings.adaptive_half_duplex and not settings.measure_only)
         self._rate = 0
         self._frame = 0
         self._pending = np.zeros(0)
@@ -80,38 +81,52 @@ class EchoControl:
         whole = len(pending) - len(pending) % self._frame
         for start in range(0, whole, self._frame):
             frame = pending[start:start + self._frame]
-            self._spectra.push(frame, rate)
+            if self._suppressor is not None:
+                self._spectra.push(frame, rate)
+            else:   # the half-duplex needs only the level: no spectrum
+                self._spectra.push_level(float(np.dot(frame, frame)) / len(frame))
         self._pending = pending[whole:]
         return pcm
 
     # -- capture thread -----------------------------------------------------------------------
-    def process(self, frame: bytes) -> bytes:
-        """One 10 ms frame out of AEC3 in, the frame for NS/AGC out."""
+    def process(self, mic: bytes, frame: bytes) -> bytes:
+        """The 10 ms mic frame and AEC3's output for it in, the frame for NS/AGC out."""
+        raw = np.frombuffer(mic, dtype=SAMPLE_DTYPE).astype(np.float64)
         x = np.frombuffer(frame, dtype=SAMPLE_DTYPE).astype(np.float64)
         powers, far_power = self._spectra.take()
         echo = 0.0
         if self._suppressor is not None:
             x = self._suppressor.process(x, powers)
             echo = self._suppressor.last_echo_mean_square
-        x = self._duplex.process(x, far_power, echo)
+        gain = self._duplex.gain(float(np.dot(x, x)) / len(x), far_power, echo, float(np.dot(raw, raw)) / len(raw))
         if self._duplex.mode != self._announced:
             self._announced = self._duplex.mode
             residual = self._duplex.residual_echo_db
-            log.info("echo: %s duplex (residual echo %.1f dB over the background while the agent talks)%s",
-                     self._announced, residual if residual is not None else float("nan"),
-                     "" if self.settings.adaptive_half_duplex else "; adaptive_half_duplex is off: not gating")
-        return _to_pcm16(x)
+            erle = self._duplex.echo_reduction_db
+            log.info("echo: %s duplex (echo reduced %.1f dB, %.1f dB left over the background while the agent "
+                     "talks)%s", self._announced, erle if erle is not None else float("nan"),
+                     residual if residual is not None else float("nan"),
+                     "" if self._duplex.enabled else "; not gating (adaptive_half_duplex off, or measuring)")
+        if gain == 1.0 and self._suppressor is None:
+            return frame   # untouched: no conversion back
+        return _to_pcm16(x * gain if gain != 1.0 else x)
 
     # -- any thread ---------------------------------------------------------------------------
     @property
     def mode(self) -> DuplexMode:
         """"half" while the uplink is gated during agent speech (adaptive half-duplex), else "full"."""
-        return self._duplex.mode if self.settings.adaptive_half_duplex else "full"
+        return self._duplex.mode if self._duplex.enabled else "full"
 
     @property
     def residual_echo_db(self) -> float | None:
         """The measured residual echo over the background while the agent talks (None until known)."""
         return self._duplex.residual_echo_db
+
+    @property
+    def decided_mode(self) -> DuplexMode:
+        """What the adaptive half-duplex's latest measurement calls for, gating or not (the doctor
+        runs it with gating off, to measure the cancellation alone, and reports this)."""
+        return self._duplex.steady_mode
 
     def stats(self) -> dict[str, int]:
         d, s = self._duplex, self._suppressor

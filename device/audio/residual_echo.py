@@ -48,6 +48,7 @@ SLOW_STEP: Final = 0.05              # elsewhere (a talker, or an estimate still
 BAND_POWER_PER_MEAN_SQUARE: Final = WINDOW ** 2 / 4
 PENDING_LIMIT: Final = 50            # reference frames held for the capture thread at most (0.5 s)
 _EPS: Final = 1e-12
+_NO_POWERS: Final = np.zeros(BANDS)
 
 
 def _sqrt_hann(n: int) -> np.ndarray:
@@ -55,15 +56,19 @@ def _sqrt_hann(n: int) -> np.ndarray:
     return np.sqrt(0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n))
 
 
-def band_matrix(window: int, rate: int) -> np.ndarray:
-    """(BANDS, bins) 0/1 matrix summing an rfft's bins of `window` samples at `rate` into the
-    32 bands of 0-8 kHz (bins above 8 kHz, at a 24 or 48 kHz reference, are left out)."""
+def band_starts(window: int, rate: int) -> np.ndarray:
+    """The first rfft bin of each of the 32 bands of 0-8 kHz, for `np.add.reduceat`, plus the end
+    (bins above 8 kHz, at a 24 or 48 kHz reference, are left out)."""
     freqs = np.fft.rfftfreq(window, 1 / rate)
-    index = np.minimum((freqs / BAND_HZ).astype(int), BANDS)
-    m = np.zeros((BANDS, len(freqs)))
-    inside = index < BANDS
-    m[index[inside], np.nonzero(inside)[0]] = 1.0
-    return m
+    index = (freqs / BAND_HZ).astype(int)
+    starts = np.searchsorted(index, np.arange(BANDS + 1))
+    return starts.astype(np.intp)
+
+
+def band_powers(spectrum: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Power per band of an rfft spectrum (`band_starts` gives `starts`)."""
+    power = spectrum.real ** 2 + spectrum.imag ** 2
+    return np.add.reduceat(power[:starts[-1]], starts[:-1])
 
 
 class ReferenceSpectra:
@@ -80,7 +85,8 @@ class ReferenceSpectra:
         self._rate = 0
         self._history = np.zeros(0)
         self._window = np.zeros(0)
-        self._bands = np.zeros((BANDS, 0))
+        self._starts = np.zeros(BANDS + 1, dtype=np.intp)
+        self._scale = 1.0
 
     def push(self, frame: np.ndarray, rate: int) -> None:
         """One 10 ms reference frame (float, PCM16 units) at `rate` (playback thread)."""
@@ -88,14 +94,20 @@ class ReferenceSpectra:
             self._rate = rate
             self._history = np.zeros(len(frame))
             self._window = _sqrt_hann(2 * len(frame))
+            self._starts = band_starts(2 * len(frame), rate)
             # Scaled to the 16 kHz analysis: the same sound gives the same band power at any rate.
-            self._bands = band_matrix(2 * len(frame), rate) * (DSP_RATE / rate) ** 2
+            self._scale = (DSP_RATE / rate) ** 2
         spectrum = np.fft.rfft(np.concatenate([self._history, frame]) * self._window)
         self._history = frame
-        powers = self._bands @ (spectrum.real ** 2 + spectrum.imag ** 2)
-        mean_square = float(np.mean(frame * frame))
+        powers = band_powers(spectrum, self._starts) * self._scale
+        mean_square = float(np.dot(frame, frame)) / len(frame)
         with self._lock:
             self._pending.append((powers, mean_square))
+
+    def push_level(self, mean_square: float) -> None:
+        """One reference frame's level only (playback thread; when no suppressor needs spectra)."""
+        with self._lock:
+            self._pending.append((_NO_POWERS, mean_square))
 
     def take(self) -> tuple[np.ndarray, float]:
         """The band powers pushed since the last call, summed, and the largest frame mean square
@@ -125,11 +137,15 @@ class ResidualEchoSuppressor:
         self.floor = float(10 ** (floor_db / 20))
         self.over = over
         self._window = _sqrt_hann(WINDOW)
-        self._bands = band_matrix(WINDOW, DSP_RATE)
+        self._starts = band_starts(WINDOW, DSP_RATE)
         self._band_of_bin = np.minimum((np.fft.rfftfreq(WINDOW, 1 / DSP_RATE) / BAND_HZ).astype(int), BANDS - 1)
         self._input = np.zeros(FRAME_SAMPLES)    # the previous input frame (first half of the window)
         self._overlap = np.zeros(FRAME_SAMPLES)  # the second half of the last synthesis
-        self._x = np.zeros((BANDS, LAGS))        # reference band powers, lag 0 first
+        # Reference band powers in a doubled ring: columns [p, p + LAGS) are lags 0..LAGS-1 (no copy
+        # per frame); `_energy` is the running sum of their squares per band.
+        self._ring = np.zeros((BANDS, 2 * LAGS))
+        self._p = 0
+        self._energy = np.zeros(BANDS)
         self._h = np.zeros((BANDS, LAGS))        # power-domain echo path after AEC3
         self._noise = np.full(BANDS, np.inf)     # background power per band (minimum tracker)
         self._gain = np.ones(BANDS)
@@ -140,16 +156,15 @@ class ResidualEchoSuppressor:
 
     def process(self, frame: np.ndarray, reference_powers: np.ndarray) -> np.ndarray:
         self.frames += 1
-        self._x = np.roll(self._x, 1, axis=1)
-        self._x[:, 0] = reference_powers
+        x = self._shift_in(reference_powers)
         block = np.concatenate([self._input, frame])
         self._input = frame
         spectrum = np.fft.rfft(block * self._window)
-        y = self._bands @ (spectrum.real ** 2 + spectrum.imag ** 2)
+        y = band_powers(spectrum, self._starts)
         self._track_noise(y)
         target = np.maximum(y - self._noise, 0.0)
-        estimate = np.einsum("bk,bk->b", self._h, self._x)
-        self._adapt(target, estimate)
+        estimate = (self._h * x).sum(axis=1)
+        self._adapt(x, target, estimate)
         gain = np.clip(1.0 - self.over * estimate / np.maximum(y, _EPS), self.floor, 1.0)
         # Fast attack, slower release: a band that was echo opens over ~30 ms, not in one frame.
         gain = np.where(gain < self._gain, gain, 0.7 * self._gain + 0.3 * gain)
@@ -167,8 +182,22 @@ class ResidualEchoSuppressor:
         # Down at once, up by ~3 dB a second: the floor of the band, never a talker's level.
         self._noise = np.where(y < self._noise, y, self._noise * 1.007)
 
-    def _adapt(self, target: np.ndarray, estimate: np.ndarray) -> None:
-        energy = np.sum(self._x * self._x, axis=1)
+    def _shift_in(self, powers: np.ndarray) -> np.ndarray:
+        """Add this frame's reference powers as lag 0; returns the (BANDS, LAGS) view, lag 0 first."""
+        p = (self._p - 1) % LAGS
+        oldest = self._ring[:, p]   # lag LAGS - 1 of the last frame: drops out now
+        self._energy += powers * powers - oldest * oldest
+        if self.frames % 1000 == 0:   # float error of the running sum, once in 10 s
+            self._energy = np.sum(self._ring[:, self._p:self._p + LAGS] ** 2, axis=1) - oldest * oldest \
+                + powers * powers
+        np.maximum(self._energy, 0.0, out=self._energy)
+        self._ring[:, p] = powers
+        self._ring[:, p + LAGS] = powers
+        self._p = p
+        return self._ring[:, p:p + LAGS]
+
+    def _adapt(self, x: np.ndarray, target: np.ndarray, estimate: np.ndarray) -> None:
+        energy = self._energy
         active = energy > _EPS
         if not np.any(active):
             return
@@ -176,7 +205,7 @@ class ResidualEchoSuppressor:
         # at a crawl (an estimate that is still too low gets there, a talker barely moves it).
         step = np.where(target <= ADAPT_MARGIN * estimate, STEP, STEP * SLOW_STEP)
         error = np.where(active, target - estimate, 0.0)
-        self._h += (step * error / np.maximum(energy, _EPS))[:, None] * self._x
+        self._h += (step * error / np.maximum(energy, _EPS))[:, None] * x
         np.maximum(self._h, 0.0, out=self._h)
 
     @property
@@ -191,7 +220,8 @@ class ResidualEchoSuppressor:
 
     def reset(self) -> None:
         """Forget the learned path (a new device pair), keep nothing of the old signal."""
-        self._x[:] = 0
+        self._ring[:] = 0
+        self._energy[:] = 0
         self._h[:] = 0
         self._gain[:] = 1
         self._noise[:] = np.inf

@@ -108,7 +108,8 @@ class Settings(BaseSettings):
         0.0, ge=-2000, le=2000,
         description="mic/speaker clock drift to take off the echo reference, ppm as `doctor --audio` prints it")
     residual_echo: bool = Field(
-        True, description="suppress the echo AEC3 leaves (reverberant tail, a distorting speaker)")
+        False, description="suppress the echo AEC3 leaves (reverberant tail, a distorting speaker); off: it did "
+                           "not pay for its CPU in the room matrix (docs/echo-edge.md)")
     adaptive_half_duplex: bool = Field(
         True, description="where the room leaves the agent's echo audible, gate it while the agent talks "
                           "(a person speaking up still gets through)")

@@ -70,8 +70,11 @@ test-system: deps venv system-deps
 soak: deps venv
 	$(BIN)/python -m tools.soak $(SOAK_ARGS)
 
+# CPU/latency/memory (docs/benchmarks.md), then the room matrix (docs/echo.md, ~15 min;
+# BENCH_ROOM_ARGS=--quick for its test slice, or --cells a,b --no-docs --json FILE).
 bench: deps venv
 	$(BIN)/python -m tools.bench
+	$(BIN)/python -m tools.bench_room $(BENCH_ROOM_ARGS)
 
 lint: venv
 	$(BIN)/ruff check device hw tools tests

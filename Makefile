@@ -71,10 +71,12 @@ soak: deps venv
 	$(BIN)/python -m tools.soak $(SOAK_ARGS)
 
 # CPU/latency/memory (docs/benchmarks.md), then the room matrix (docs/echo.md, ~15 min;
-# BENCH_ROOM_ARGS=--quick for its test slice, or --cells a,b --no-docs --json FILE).
+# BENCH_ROOM_ARGS=--quick for its test slice, or --cells a,b --no-docs --json FILE), then the echo
+# control stages' CPU as a ratio to the capture DSP (docs/echo-edge.md).
 bench: deps venv
 	$(BIN)/python -m tools.bench
 	$(BIN)/python -m tools.bench_room $(BENCH_ROOM_ARGS)
+	$(BIN)/python -m tools.bench_echo_control
 
 lint: venv
 	$(BIN)/ruff check device hw tools tests

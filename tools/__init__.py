@@ -7,6 +7,8 @@ Run from the repository root (`make bench`, `make soak`, `make test-faults` call
 - `python -m tools.fault_report`: docs/reliability.md's fault table from the fault suite's results;
 - `python -m tools.plot_echo_reduction`: docs/echo-reduction.svg;
 - `python -m tools.bench_room [--quick | --cells ...]`: the room matrix (docs/echo.md, docs/room-matrix.svg).
+- `python -m tools.bench_echo_control`: CPU of the echo control stages as a ratio to the capture DSP
+  (docs/echo-edge.md).
 
 Their shared instruments are modules here too: `signals` (synthetic speech, the simulated room,
 echo measurements), `service_process` (the real service as a child process, watched through its

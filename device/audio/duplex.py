@@ -32,6 +32,7 @@ TAIL_FRAMES: Final = 60              # far end "active" until 600 ms after its l
 FAR_ACTIVE_POWER: Final = 10 ** (-60 / 10) * 32768.0 ** 2   # -60 dBFS mean square, PCM16 units
 WINDOW_FRAMES: Final = 300           # 3 s of far-end activity per decision
 MIN_FRAMES: Final = 150              # measured far-end frames before any decision
+CONVERGE_FRAMES: Final = 100         # the canceller's first second of far-end speech is not measured
 MEDIAN_EVERY: Final = 10            # the decision is refreshed every 100 ms of far-end activity
 # Half duplex when the canceller removes less than ERLE_ON_DB of the echo *and* what is left stands
 # HALF_ON_DB out of the background (an echo under the noise cannot be heard, however little was
@@ -79,6 +80,7 @@ class AdaptiveDuplex:
         self._hold = 0
         self._gate = float(10 ** (GATE_DB / 20))
         self._frames = 0
+        self._far_frames = 0
         self._median_return = 0.0     # medians, refreshed every MEDIAN_EVERY frames (they cost)
         self._median_excess: float | None = None
         self._median_erle: float | None = None
@@ -130,6 +132,8 @@ class AdaptiveDuplex:
             self.double_talk_frames += 1
         elif self._hold:
             self._hold -= 1
+        elif self._far_frames < CONVERGE_FRAMES:
+            self._far_frames += 1   # AEC3 still converging: its reduction says nothing of the room yet
         else:
             self._return.append(power / max(self._far_envelope, _EPS))
             self._excess.append(10 * float(np.log10(max(power, _EPS) / noise)))

@@ -33,7 +33,7 @@ class EchoControlSettings:
 
     drift_ppm: float = 0.0
     residual_echo: bool = False   # measured not to pay for itself at default settings (docs/echo-edge.md)
-    adaptive_half_duplex: bool = True
+    adaptive_half_duplex: bool = False   # opt-in: see docs/echo-edge.md for why not by default
     measure_only: bool = False    # the half-duplex decides but never gates (the doctor's run)
 
     @property

@@ -365,7 +365,8 @@ def write_report(results: dict[int, dict[str, Any]], failures: list[str], pinned
     host = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     lines = [
         "# Benchmarks", "",
-        f"Written by `make bench` ({time.strftime('%Y-%m-%d')}, {host}). Targets from the real-audio issue.", "",
+        f"Written by `make bench` ({time.strftime('%Y-%m-%d')}, {host}). Targets from the real-audio issue.",
+        "The echo in real rooms (the room matrix, also run by `make bench`) is in [echo.md](echo.md).", "",
         "| measure | target | 16 kHz | 24 kHz |", "| --- | --- | --- | --- |",
     ]
 

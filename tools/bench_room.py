@@ -104,15 +104,26 @@ class CellResult:
 
 def targets(cell: RoomCell, reduction: metrics.EchoReduction, self_speech: float, loss: float,
             mode: str) -> dict[str, bool]:
-    """Each target met or not. An echo under the noise without the canceller has nothing to reduce:
-    the echo-reduction target counts as met there (self-speech still says what the uplink holds)."""
-    clean = cell.drift_ppm == 0 and cell.distortion == "off"
-    need = metrics.TARGET_REDUCTION_CLEAN_DB if clean else metrics.TARGET_REDUCTION_DB
+    """Each target met or not. An echo under the noise without the canceller has nothing to reduce,
+    and a residual under the noise (a lower bound short of the target) cannot be told from it: the
+    echo-reduction target is not failed there (`noise_limited`; self-speech still says what the
+    uplink holds)."""
     return {
         "self_speech": self_speech <= metrics.TARGET_SELF_SPEECH_S,
-        "echo_reduction": reduction.db is None or reduction.db >= need or mode == "half duplex",
+        "echo_reduction": (reduction.db is None or reduction.db >= reduction_needed(cell)
+                           or reduction.at_least or mode == "half duplex"),
         "double_talk": loss <= metrics.TARGET_DOUBLE_TALK_LOSS_DB or mode != "full duplex",
     }
+
+
+def reduction_needed(cell: RoomCell) -> float:
+    clean = cell.drift_ppm == 0 and cell.distortion == "off"
+    return metrics.TARGET_REDUCTION_CLEAN_DB if clean else metrics.TARGET_REDUCTION_DB
+
+
+def noise_limited(cell: RoomCell, db: float | None, at_least: bool) -> bool:
+    """The echo reduction cannot be scored against its target for the room's noise."""
+    return db is None or (at_least and db < reduction_needed(cell))
 
 
 def measure(cell: RoomCell, greeting: str, agent_seconds: float, agent_speech_s: float,
@@ -190,6 +201,12 @@ def _mark(ok: bool) -> str:
     return "pass" if ok else "**fail**"
 
 
+def _reduction_mark(r: dict[str, Any]) -> str:
+    if noise_limited(RoomCell(**r["cell"]), r["echo_reduction_db"], r["echo_reduction_capped"]):
+        return "noise-limited"
+    return _mark(r["passes"]["echo_reduction"])
+
+
 def markdown_table(report: dict[str, Any]) -> str:
     head = ("| cell | RT60 s | dist m | drift ppm | distortion | noise dBFS | vol % | echo reduction dB | "
             "self-speech s/10 s | double-talk loss dB | DSP CPU ms/s | mode | result |\n"
@@ -200,13 +217,15 @@ def markdown_table(report: dict[str, Any]) -> str:
         reduction = _reduction_text(r["echo_reduction_db"], r["echo_reduction_capped"])
         rows.append(
             f"| {c['name']} | {c['rt60_s']:g} | {c['distance_m']:g} | {c['drift_ppm']:+g} | {c['distortion']} | "
-            f"{c['noise_dbfs']:g} | {c['volume']} | {reduction} ({_mark(p['echo_reduction'])}) | "
+            f"{c['noise_dbfs']:g} | {c['volume']} | {reduction} ({_reduction_mark(r)}) | "
             f"{r['self_speech_s_per_10s']:.2f} ({_mark(p['self_speech'])}) | "
             f"{r['double_talk_loss_db']:.1f} ({_mark(p['double_talk'])}) | {r['dsp_cpu_ms_per_s']:.0f} | "
             f"{r['mode']} | {'pass' if r['passed'] else '**fail**'} |")
     passed = sum(r["passed"] for r in report["cells"])
-    foot = (f"\n{passed} of {len(report['cells'])} cells meet every target. n/a: the echo is under the "
-            "room noise even without the canceller (nothing to reduce). Mean capture-DSP CPU "
+    foot = (f"\n{passed} of {len(report['cells'])} cells meet every target. >=: what the canceller leaves "
+            "is under the output's noise floor, so only a lower bound is known; n/a: the echo is under the "
+            "room noise even without the canceller; either is noise-limited, not failed, where the bound is "
+            "short of the target. Mean capture-DSP CPU "
             f"{report['dsp_cpu_ms_per_s_mean']} ms per second of audio, in this run (the stages issue 15 "
             "adds are reported as a ratio to it). Greeting "
             f"{report['greeting_s']} s, of which Silero hears {report['agent_speech_s']} s as speech.\n")
@@ -218,6 +237,24 @@ def write_doc_table(report: dict[str, Any], doc: Path = DOC) -> None:
     text = doc.read_text(encoding="utf-8")
     begin, end = text.index(TABLE_BEGIN) + len(TABLE_BEGIN), text.index(TABLE_END)
     doc.write_text(text[:begin] + "\n" + markdown_table(report) + text[end:], encoding="utf-8")
+
+
+def write_docs(report: dict[str, Any]) -> None:
+    from tools.room_plot import render
+
+    write_doc_table(report)
+    SVG.write_text(render(report), encoding="utf-8")
+    print(f"wrote {DOC} (table) and {SVG}")
+
+
+def remark(report: dict[str, Any]) -> dict[str, Any]:
+    """The report with every cell marked again by `targets` (after a change of the marking rules)."""
+    for r in report["cells"]:
+        reduction = metrics.EchoReduction(r["echo_reduction_db"], r["echo_reduction_capped"], r["echo_to_noise_db"])
+        r["passes"] = targets(RoomCell(**r["cell"]), reduction, r["self_speech_s_per_10s"],
+                              r["double_talk_loss_db"], r["mode"])
+        r["passed"] = all(r["passes"].values())
+    return report
 
 
 def compare(before: dict[str, Any], after: dict[str, Any]) -> str:
@@ -262,7 +299,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help=f"write the results here (default with the docs: {JSON})")
     parser.add_argument("--no-docs", action="store_true", help="do not touch docs/ (table, SVG, JSON)")
     parser.add_argument("--compare", type=Path, help="a previous --json: print the differences")
+    parser.add_argument("--render", type=Path, help="re-mark a --json against the targets and rewrite the "
+                        "docs from it (no calls are run)")
     args = parser.parse_args(argv)
+    if args.render is not None:
+        report = remark(json.loads(args.render.read_text(encoding="utf-8")))
+        args.render.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+        write_docs(report)
+        print(markdown_table(report))
+        return 0
     cells = select(args.cells, args.quick)
     if args.list:
         for c in cells:
@@ -275,11 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
         print(f"wrote {out}")
     if not args.no_docs:
-        from tools.room_plot import render
-
-        write_doc_table(report)
-        SVG.write_text(render(report), encoding="utf-8")
-        print(f"wrote {DOC} (table) and {SVG}")
+        write_docs(report)
     print(markdown_table(report))
     if args.compare is not None:
         print(compare(json.loads(args.compare.read_text(encoding="utf-8")), report))

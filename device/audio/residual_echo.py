@@ -20,7 +20,8 @@ gain is driven by the estimate relative to what the mic hears, and a talker domi
 Hand-written (numpy) rather than a library: no maintained Python package offers a residual echo
 suppressor fed by an external canceller's output; speexdsp's preprocessor has one, but it needs
 speex's own echo canceller state, not AEC3's. Cost: one 320-point real FFT pair per frame plus a
-(32 x LAGS) multiply-add, ~40 us per 10 ms on x86 (the bench reports it against the capture DSP).
+(32 x LAGS) multiply-add: 2.1x the capture DSP itself (`python -m tools.bench_echo_control`), for
+2-4 dB; off by default (docs/echo-edge.md).
 
 Latency: one frame (10 ms), the overlap-add of 20 ms sqrt-Hann windows at a 10 ms hop.
 """

@@ -78,11 +78,13 @@ soak: deps venv
 
 # The audio pipeline's figures, then the wake word detector's (both write docs/benchmarks.md), then
 # the room matrix (docs/echo.md, ~15 min; BENCH_ROOM_ARGS=--quick for its test slice, or
-# --cells a,b --no-docs --json FILE).
+# --cells a,b --no-docs --json FILE), then the echo control stages' CPU as a ratio to the capture
+# DSP (docs/echo-edge.md).
 bench: deps venv
 	$(BIN)/python -m tools.bench; status=$$?; \
 	$(BIN)/python -m tools.bench_wake || status=1; \
-	$(BIN)/python -m tools.bench_room $(BENCH_ROOM_ARGS) || status=1; exit $$status
+	$(BIN)/python -m tools.bench_room $(BENCH_ROOM_ARGS) || status=1; \
+	$(BIN)/python -m tools.bench_echo_control || status=1; exit $$status
 
 # A Pi Zero 2 W CPU figure from instructions counted under aarch64 emulation (docs/benchmarks.md):
 # qemu-user runs the aarch64 build, built once into ARM_CACHE (tools/arm_estimate/environment.py).

@@ -11,6 +11,8 @@ Run from the repository root (`make bench`, `make soak`, `make test-faults` call
 - `python -m tools.arm_estimate` (`make arm-estimate`): the Pi Zero 2 W figure from instructions
   counted under aarch64 emulation (docs/benchmarks.md).
 - `python -m tools.bench_room [--quick | --cells ...]`: the room matrix (docs/echo.md, docs/room-matrix.svg).
+- `python -m tools.bench_echo_control`: CPU of the echo control stages as a ratio to the capture DSP
+  (docs/echo-edge.md).
 
 Their shared instruments are modules here too: `signals` (synthetic speech, the simulated room,
 echo measurements), `service_process` (the real service as a child process, watched through its

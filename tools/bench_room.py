@@ -93,7 +93,7 @@ class CellResult:
     residual_during_dbfs: float
     capture_cpu_ms_per_s: float         # the capture thread (less the room simulation) per s of audio
     dsp_cpu_ms_per_s: float             # of which the per-frame DSP call (AEC, NS, local VAD)
-    mode: str                           # "full duplex" (the service today has no other)
+    mode: str                           # "full duplex", or "half duplex" where the adaptive half-duplex gated
     passes: dict[str, bool]
     wall_s: float
 
@@ -139,7 +139,8 @@ def measure(cell: RoomCell, greeting: str, agent_seconds: float, agent_speech_s:
     per10, heard, _ = metrics.self_speech_per_10s(on, agent_speech_s)
     off_per10 = metrics.self_speech_per_10s(off, agent_speech_s)[0] if off_vad else None
     talk = metrics.double_talk(dt, on, agent_seconds)
-    mode = "full duplex"
+    # The adaptive half-duplex (device/audio/duplex.py) gating while the agent talks, near end silent.
+    mode = "half duplex" if on.duplex_gated_frames > 0 else "full duplex"
     return CellResult(
         cell=asdict(cell), echo_reduction_db=_round(reduction.db), echo_reduction_capped=reduction.at_least,
         echo_reduction_whole_db=_round(whole), echo_to_noise_db=round(reduction.echo_to_noise_db, 1),
@@ -178,7 +179,7 @@ def run(cells: Sequence[RoomCell], quick: bool, log: Any = sys.stderr) -> dict[s
         print(f"{cell.name:28s} echo {_reduction_text(result.echo_reduction_db, result.echo_reduction_capped):>7s} dB"
               f"  self-speech "
               f"{result.self_speech_s_per_10s:5.2f} s/10 s  double talk {result.double_talk_loss_db:5.1f} dB  "
-              f"dsp cpu {result.dsp_cpu_ms_per_s:5.1f} ms/s  {'pass' if result.passed else 'FAIL'}  "
+              f"dsp cpu {result.dsp_cpu_ms_per_s:5.1f} ms/s  {result.mode}  {'pass' if result.passed else 'FAIL'}  "
               f"({result.wall_s:.0f} s)", file=log, flush=True)
     cpu = [r.dsp_cpu_ms_per_s for r in results]
     return {"quick": quick, "greeting_s": round(agent_seconds, 2), "agent_speech_s": round(agent_speech, 2),

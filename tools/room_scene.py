@@ -232,6 +232,7 @@ class SceneRecording:
                                      # chain and the local VAD that watches its output)
     audio_s: float                   # seconds of audio it captured
     wall_s: float
+    duplex_gated_frames: int = 0     # frames the adaptive half-duplex gated (device/audio/duplex.py)
     log: list[str] = field(default_factory=list)
 
     @property
@@ -304,6 +305,7 @@ def run_scene(cell: RoomCell, aec: str = "webrtc", near: list[tuple[float, np.nd
             _wait_uplink_settled(sim)
             assert service.recorder is not None
             service.recorder.dump(tmp / "debug", reason="room scene")
+            gated = int(service.dsp.stats().get("duplex_gated_frames", 0))
             processed, _ = read_wav(tmp / "debug" / "mic-processed.wav")
             sessions = list(sim.recorder.audio_bytes_by_session)
             uplink = np.frombuffer(sim.recorder.audio_of(sessions[-1]), "<i2") if sessions else np.zeros(0)
@@ -326,7 +328,7 @@ def run_scene(cell: RoomCell, aec: str = "webrtc", near: list[tuple[float, np.nd
                           speaker=np.concatenate(backend.speaker_parts) / full if backend.speaker_parts else np.zeros(0),
                           agent_start=backend.agent_start, capture_cpu_s=cpu, dsp_cpu_s=dsp_timer.cpu_s,
                           audio_s=n / RATE,
-                          wall_s=time.monotonic() - started)
+                          wall_s=time.monotonic() - started, duplex_gated_frames=gated)
 
 
 def _wait_uplink_settled(sim: Simulator, quiet_s: float = 0.3, timeout_s: float = 5.0) -> None:

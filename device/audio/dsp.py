@@ -1,8 +1,11 @@
 """The capture DSP chain: echo cancellation, noise suppression and gain, in 10 ms frames at 16 kHz.
 
-    mic frame -> WebRTC AEC3 + high-pass (livekit APM) -> webrtc-noise-gain NS/AGC -> processed frame
-                      ^
-    speaker pcm ------'  (`reference`: exactly what the speaker was given, at its own rate)
+    mic frame -> WebRTC AEC3 + high-pass (livekit APM) -> echo control -> webrtc-noise-gain NS/AGC -> out
+                      ^                                      (residual echo suppression, adaptive half-duplex)
+    speaker pcm ------'  (`reference`: exactly what the speaker was given, at its own rate, kept on
+                          the mic's clock by the echo control's drift compensation)
+
+The echo control stages are in device/audio/echo_control.py (one call on each side).
 
 The capture thread calls `CaptureDsp.process` once per 10 ms mic frame; the playback thread calls
 `CaptureDsp.reference` with every buffer it writes to the speaker, at the moment it writes it, so
@@ -24,6 +27,7 @@ from device.audio.formats import BYTES_PER_SAMPLE, DSP_RATE, FRAME_BYTES
 
 if TYPE_CHECKING:
     from device.audio.apm import EchoCanceller
+    from device.audio.echo_control import EchoControl, EchoControlSettings
     from device.diagnostics.recorder import DebugRecorder
 
 log = logging.getLogger(__name__)
@@ -43,6 +47,16 @@ class CaptureDsp(Protocol):
     """
 
     last_is_speech: bool
+
+    @property
+    def duplex_mode(self) -> str:
+        """"full", or "half" while the adaptive half-duplex gates the agent's echo (any thread)."""
+        ...
+
+    @property
+    def residual_echo_db(self) -> float | None:
+        """Echo left after cancellation over the background while the agent talks (measured)."""
+        ...
 
     def process(self, frame: bytes) -> bytes:
         """One 10 ms mic frame (16 kHz mono PCM16, `FRAME_BYTES`) in, the processed frame out."""
@@ -70,8 +84,10 @@ class CaptureChain:
     `make_capture_dsp`.
     """
 
-    def __init__(self, apm: EchoCanceller | None, noise: Any | None, recorder: DebugRecorder | None = None) -> None:
+    def __init__(self, apm: EchoCanceller | None, noise: Any | None, recorder: DebugRecorder | None = None,
+                 echo: EchoControl | None = None) -> None:
         self._apm = apm          # device.audio.apm.EchoCanceller or None (aec off)
+        self._echo = echo if apm is not None else None   # the stages around AEC3 (aec on only)
         self._noise = noise      # webrtc_noise_gain.AudioProcessor or None (NS and AGC off)
         self._recorder = recorder
         self._capture_lock = threading.Lock()
@@ -102,6 +118,8 @@ class CaptureChain:
             out = frame
             if self._apm is not None:
                 out = self._apm.process(frame)
+                if self._echo is not None:
+                    out = self._echo.process(frame, out)
             if self._noise is not None:
                 result = self._noise.Process10ms(out)
                 out = result.audio
@@ -135,6 +153,8 @@ class CaptureChain:
                              self._ref_rate, sample_rate, len(self._ref_fifo))
                 self._ref_fifo.clear()
                 self._ref_rate = sample_rate
+            if self._echo is not None:
+                pcm = self._echo.reference(pcm, sample_rate)   # drift-compensated, same rate
             fifo = self._ref_fifo
             if not fifo and len(pcm) % frame_bytes == 0:
                 data: bytes | bytearray = pcm   # the usual case: whole periods, no copy into the FIFO
@@ -165,7 +185,21 @@ class CaptureChain:
             "reference_pending_bytes": len(self._ref_fifo),
             "reference_rate_changes": self.reference_rate_changes,
             "rejected_frames": self.rejected_frames,
+            **(self._echo.stats() if self._echo is not None else {}),
         }
+
+    @property
+    def echo_control(self) -> EchoControl | None:
+        return self._echo
+
+    @property
+    def duplex_mode(self) -> str:
+        return self._echo.mode if self._echo is not None else "full"
+
+    @property
+    def residual_echo_db(self) -> float | None:
+        """Residual echo over the background while the agent talks, as the echo control measured it."""
+        return self._echo.residual_echo_db if self._echo is not None else None
 
     @property
     def aec_enabled(self) -> bool:
@@ -192,12 +226,15 @@ def make_capture_dsp(
     noise_suppression: int,
     auto_gain_dbfs: int,
     recorder: DebugRecorder | None = None,
+    echo: EchoControlSettings | None = None,
 ) -> CaptureDsp:
     """Build the capture chain from settings.
 
     `aec`: "webrtc" (AEC3 + high-pass filter) or "off" (a speakerphone with its own AEC).
     `noise_suppression`: 0 (off) to 4 (strongest). `auto_gain_dbfs`: 0 (off) to 31, the target level
     below full scale. With everything off the result is a passthrough that still checks sizes.
+    `echo`: the stages around AEC3 (device/audio/echo_control.py); None: the defaults of
+    `EchoControlSettings`. They run only with aec = "webrtc".
     """
     if aec not in ("webrtc", "off"):
         raise ValueError(f"aec must be 'webrtc' or 'off', not {aec!r}")
@@ -206,16 +243,20 @@ def make_capture_dsp(
     if not 0 <= auto_gain_dbfs <= MAX_AUTO_GAIN_DBFS:
         raise ValueError(f"auto_gain_dbfs must be 0-{MAX_AUTO_GAIN_DBFS}, not {auto_gain_dbfs}")
     apm = None
+    control = None
     if aec == "webrtc":
         from device.audio.apm import make_apm
+        from device.audio.echo_control import EchoControl, EchoControlSettings
 
         apm = make_apm()
+        echo = echo if echo is not None else EchoControlSettings()
+        control = EchoControl(echo) if echo.any else None
     noise = None
     if noise_suppression or auto_gain_dbfs:
         from webrtc_noise_gain import AudioProcessor
 
         noise = AudioProcessor(auto_gain_dbfs, noise_suppression)
-    log.info("capture DSP: aec=%s (%s) noise_suppression=%d auto_gain_dbfs=%d recorder=%s",
-             aec, apm.kind if apm is not None else "off", noise_suppression, auto_gain_dbfs,
-             "on" if recorder is not None else "off")
-    return CaptureChain(apm, noise, recorder)
+    log.info("capture DSP: aec=%s (%s) %s noise_suppression=%d auto_gain_dbfs=%d recorder=%s",
+             aec, apm.kind if apm is not None else "off", control.settings if control is not None else "",
+             noise_suppression, auto_gain_dbfs, "on" if recorder is not None else "off")
+    return CaptureChain(apm, noise, recorder, control)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
+from device.audio.echo_control import EchoControlSettings
 from device.audio.formats import DSP_RATE, samples_for
 from device.doctor.core import CheckResult, describe_exception
 from device.doctor.echo import ChirpPlan, EchoMeasurement, analyse, record_echo
@@ -37,6 +38,7 @@ DELAY_WARN_MS: Final = 450.0      # AEC3 searches up to ~500 ms
 DRIFT_WARN_PPM: Final = 20.0      # one crystal shows ~0; two separate cards tens of ppm
 ERLE_GOOD_DB: Final = 25.0        # the pipeline's own test expects >= 25 dB after a second
 LOUD_ECHO_DB: Final = -30.0       # with aec off, an echo louder than this reaches the agent
+DISTORTION_WARN_DB: Final = -28.0  # clean speakers measured -33 to -40 dB, clipping ones -23 and up
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,13 @@ class AudioOptions:
     aec: str = "webrtc"
     half_duplex: bool = False
     seconds: float = 3.0
+    echo_drift_ppm: float = 0.0
+    residual_echo: bool = False
+    adaptive_half_duplex: bool = False
+
+    @property
+    def echo_stages(self) -> EchoControlSettings:
+        return EchoControlSettings(self.echo_drift_ppm, self.residual_echo, self.adaptive_half_duplex)
 
 
 def advise_mic(result: MeterResult, fake: bool = False) -> CheckResult:
@@ -80,8 +89,11 @@ def advise_mic(result: MeterResult, fake: bool = False) -> CheckResult:
     return CheckResult.passed(name, detail, **data)
 
 
-def advise_echo(m: EchoMeasurement, aec: str, half_duplex: bool) -> list[CheckResult]:
-    """Lines for the echo path, the clocks and our canceller, each with what to change."""
+def advise_echo(m: EchoMeasurement, aec: str, half_duplex: bool,
+                stages: EchoControlSettings | None = None) -> list[CheckResult]:
+    """Lines for the echo path (delay and level, reverberation, distortion), the clocks, our
+    canceller, and what the service will do about this room, each with what to change."""
+    stages = stages or EchoControlSettings()
     data = m.to_json()
     if not m.found or m.delay_ms is None or m.level_db is None:
         if aec == "off":
@@ -112,16 +124,82 @@ def advise_echo(m: EchoMeasurement, aec: str, half_duplex: bool) -> list[CheckRe
                                         "lower the speaker volume or move the mic away from the speaker", **data))
     else:
         results.append(CheckResult.passed("echo", detail, **data))
-    drift = m.drift_ppm or 0.0
-    if abs(drift) > DRIFT_WARN_PPM:
-        results.append(CheckResult.warn("clock drift", f"mic and speaker clocks differ by {drift:+.0f} ppm "
-                                        "(separate sound cards)",
-                                        "use one card for mic and speaker (a USB speakerphone, a HAT with both); "
-                                        "if the agent hears itself, set ATOMS_HALF_DUPLEX=true"))
-    else:
-        results.append(CheckResult.passed("clock drift", f"{drift:+.1f} ppm: mic and speaker share a clock"))
+    results += _advise_shape(m)
+    results.append(_advise_drift(m, stages))
     results.append(_advise_reduction(m, aec, half_duplex))
+    if aec != "off":
+        results.append(_advise_handling(m, half_duplex, stages))
     return results
+
+
+def _advise_shape(m: EchoMeasurement) -> list[CheckResult]:
+    """The reverberation tail and the speaker's distortion, from the measured impulse response."""
+    results = []
+    if m.decay_ms is None:
+        results.append(CheckResult.passed("reverberation", "no reverberation tail over the background (a dry "
+                                          "echo path)"))
+    else:
+        d2r = f", direct sound {m.direct_to_reverb_db:+.0f} dB over the reverberation" \
+            if m.direct_to_reverb_db is not None else ""
+        detail = f"the echo decays 60 dB in {m.decay_ms:.0f} ms{d2r}"
+        if m.direct_to_reverb_db is not None and m.direct_to_reverb_db < 0:
+            results.append(CheckResult.warn("reverberation", f"{detail}: a reverberant room with the mic far "
+                                            "from the speaker; the canceller cannot model the whole tail",
+                                            "move the mic nearer the device (or the speaker away from hard "
+                                            "walls and corners), or soften the room (curtains, a rug)"))
+        else:
+            results.append(CheckResult.passed("reverberation", detail))
+    if m.distortion_db is None:
+        results.append(CheckResult.skip("speaker distortion", "not measurable on this recording"))
+    elif m.distortion_db > DISTORTION_WARN_DB or m.clipped:
+        what = "the mic clips" if m.clipped else "the speaker distorts"
+        results.append(CheckResult.warn("speaker distortion", f"{what}: harmonics {-m.distortion_db:.0f} dB "
+                                        "under the echo; no linear canceller removes them",
+                                        "lower the speaker volume (`atoms-appliance ctl volume`, or the "
+                                        "amplifier/mixer gain) or use a larger speaker"))
+    else:
+        results.append(CheckResult.passed("speaker distortion",
+                                          f"harmonics {-m.distortion_db:.0f} dB under the echo (clean)"))
+    return results
+
+
+def _advise_drift(m: EchoMeasurement, stages: EchoControlSettings) -> CheckResult:
+    drift = m.drift_ppm or 0.0
+    if abs(drift) <= DRIFT_WARN_PPM:
+        note = f"; ATOMS_ECHO_DRIFT_PPM={stages.drift_ppm:g} is set but not needed: set it to 0" \
+            if stages.drift_ppm else ""
+        return CheckResult.passed("clock drift", f"{drift:+.1f} ppm: mic and speaker share a clock{note}")
+    detail = f"mic and speaker clocks differ by {drift:+.0f} ppm (separate sound cards)"
+    if stages.drift_ppm and abs(stages.drift_ppm - drift) <= max(DRIFT_WARN_PPM, 0.2 * abs(drift)):
+        return CheckResult.passed("clock drift", f"{detail}; compensated (ATOMS_ECHO_DRIFT_PPM="
+                                  f"{stages.drift_ppm:g})")
+    return CheckResult.warn("clock drift", detail,
+                            f"set ATOMS_ECHO_DRIFT_PPM={drift:.0f} (drift compensation on the echo reference), "
+                            "or use one card for mic and speaker (a USB speakerphone, a HAT with both)")
+
+
+def _advise_handling(m: EchoMeasurement, half_duplex: bool, stages: EchoControlSettings) -> CheckResult:
+    """What the service will do in this room: full duplex, drift compensation, adaptive half-duplex."""
+    name = "echo handling"
+    parts = ["residual echo suppression on" if stages.residual_echo else "residual echo suppression off"]
+    parts.append(f"drift compensation on ({stages.drift_ppm:+g} ppm)" if stages.drift_ppm
+                 else "drift compensation off")
+    residual = f" (echo left {m.residual_echo_db:.0f} dB over the background)" \
+        if m.residual_echo_db is not None else ""
+    if half_duplex:
+        return CheckResult.passed(name, f"half duplex (ATOMS_HALF_DUPLEX=true): the mic is closed while the agent "
+                                  f"talks; {', '.join(parts)}")
+    if m.duplex == "half":
+        if stages.adaptive_half_duplex:
+            return CheckResult.warn(name, f"adaptive half-duplex{residual}: the agent's echo is audible here, so "
+                                    f"the uplink is gated while it talks and a person must speak up to interrupt "
+                                    f"it; {', '.join(parts)}",
+                                    "for full duplex: lower the speaker volume, move the mic away from the speaker "
+                                    "or nearer the person, or fix the lines above")
+        return CheckResult.warn(name, f"full duplex, but the agent's echo is audible here{residual} and "
+                                f"adaptive_half_duplex is off: the agent may hear itself",
+                                "set ATOMS_ADAPTIVE_HALF_DUPLEX=true, or lower the speaker volume")
+    return CheckResult.passed(name, f"full duplex{residual}; {', '.join(parts)}")
 
 
 def _advise_reduction(m: EchoMeasurement, aec: str, half_duplex: bool) -> CheckResult:
@@ -183,7 +261,7 @@ def measure_echo(backend: AudioBackend, options: AudioOptions, live: LiveLine,
                             lambda f: live.update(f"chirps {progress_bar(f)}"))
     live.update("analysing the recording...")
     # Our canceller runs even with aec = off: its figure tells whether turning it on would help.
-    measurement = analyse(recording, plan)
+    measurement = analyse(recording, plan, stages=options.echo_stages)
     live.clear()
     return measurement
 
@@ -215,7 +293,7 @@ def run_audio(options: AudioOptions, backend_factory: Callable[[], AudioBackend]
         finally:
             backend.close()
         data["echo"] = echo.to_json()
-        results += advise_echo(echo, options.aec, options.half_duplex)
+        results += advise_echo(echo, options.aec, options.half_duplex, options.echo_stages)
     except OSError as exc:
         live.clear()
         results.append(CheckResult.fail("echo", f"cannot run the echo test: {describe_exception(exc)}",

@@ -12,9 +12,14 @@ What it measures (all from one recording, numpy only, correlation by FFT):
   echo path gain; -20 dB means the mic hears the speaker 20 dB down), background noise removed.
 - **clock drift**: the delay of a second chirp `spacing_seconds` later minus the first one, in
   parts per million. Two cards on separate crystals drift (tens of ppm); one card does not.
-- **echo reduction**: the recording run through our own canceller (`make_capture_dsp("webrtc")`),
-  reference first and mic frame after, in loop order, as the audio threads do; echo power in over
-  out on the second chirp (the first one lets the canceller converge).
+- **echo reduction**: the recording run through our own canceller (`make_capture_dsp("webrtc")`
+  with the service's echo control stages: drift compensation and residual echo suppression as
+  set), reference first and mic frame after, in loop order, as the audio threads do; echo power
+  in over out on the second chirp (the first one lets the canceller converge). The adaptive
+  half-duplex runs too, measuring without gating: its decision is what the service would do.
+- **echo path shape** (device/doctor/echo_path.py): the impulse response deconvolved from chirp
+  A, its reverberation decay time, direct-to-reverberant ratio and the speaker's harmonic
+  distortion.
 
 The speaker is written and the mic read in ONE thread, one period each, alternately: the speaker
 queue then stays constant (the prefill), so the two streams keep a fixed relation and the fake
@@ -30,9 +35,11 @@ from typing import Any, Final
 
 import numpy as np
 
-from device.audio.dsp import make_capture_dsp
+from device.audio.dsp import CaptureChain, make_capture_dsp
+from device.audio.echo_control import EchoControlSettings
 from device.audio.formats import BYTES_PER_SAMPLE, DSP_RATE, FRAME_BYTES, samples_for
 from device.audio.playback import PREFILL_PERIODS  # the same prefill as the playback thread: the same queue
+from device.doctor.echo_path import analyse_path
 from device.doctor.meter import FULL_SCALE, SILENCE_DBFS, to_dbfs
 from hw.audio import AudioBackend
 
@@ -177,6 +184,11 @@ class EchoMeasurement:
     erle_limited: bool               # the residual echo hides under the noise: erle_db is a floor
     detection_db: float              # correlation peak over its median (found: >= DETECTION_DB)
     clipped: int                     # mic samples at a rail during the test
+    decay_ms: float | None = None    # reverberation time (RT60) of the measured impulse response
+    direct_to_reverb_db: float | None = None
+    distortion_db: float | None = None   # the speaker's harmonics over the linear echo
+    duplex: str = "full"             # what the adaptive half-duplex decided on this recording
+    residual_echo_db: float | None = None   # echo left after our canceller, over the background
 
     def to_json(self) -> dict[str, Any]:
         return {k: (round(float(v), 2) if isinstance(v, (float, np.floating)) else v)
@@ -221,13 +233,25 @@ def _power(x: np.ndarray) -> float:
     return float(np.mean(np.square(x))) if len(x) else 0.0
 
 
-def run_canceller(recording: EchoRecording) -> np.ndarray:
-    """The mic stream after our canceller (AEC3 only, no NS/AGC), fed in the loop's order.
+@dataclass(frozen=True)
+class CancellerRun:
+    """The mic stream after our canceller and what its echo control decided (an immutable value)."""
+
+    out: np.ndarray
+    duplex: str
+    residual_echo_db: float | None
+
+
+def run_canceller(recording: EchoRecording, echo: EchoControlSettings | None = None) -> CancellerRun:
+    """The mic stream after our canceller (AEC3 and the echo control stages `echo` sets, no
+    NS/AGC), fed in the loop's order; the adaptive half-duplex measures but never gates here.
 
     For each loop: the speaker chunk as reference, then the mic chunk in 10 ms frames. The prefill
     goes in first, as the playback thread writes it before the capture thread's first frame.
     """
-    dsp = make_capture_dsp("webrtc", 0, 0)
+    echo = echo or EchoControlSettings()
+    dsp = make_capture_dsp("webrtc", 0, 0, echo=EchoControlSettings(
+        drift_ppm=echo.drift_ppm, residual_echo=echo.residual_echo, measure_only=True))
     try:
         ref_chunk, cap_chunk = recording.play_chunk_bytes, recording.capture_chunk_bytes
         prefill = round(recording.prefill_seconds * recording.play_rate) * BYTES_PER_SAMPLE
@@ -239,7 +263,10 @@ def run_canceller(recording: EchoRecording) -> np.ndarray:
             chunk = captured[i * cap_chunk:(i + 1) * cap_chunk]
             for j in range(0, len(chunk) - FRAME_BYTES + 1, FRAME_BYTES):
                 out += dsp.process(chunk[j:j + FRAME_BYTES])
-        return np.frombuffer(bytes(out), dtype="<i2").astype(np.float64)
+        control = dsp.echo_control if isinstance(dsp, CaptureChain) else None
+        return CancellerRun(np.frombuffer(bytes(out), dtype="<i2").astype(np.float64),
+                            control.decided_mode if control is not None else "full",
+                            control.residual_echo_db if control is not None else None)
     finally:
         dsp.close()
 
@@ -262,8 +289,10 @@ def _erle(rec: np.ndarray, out: np.ndarray, window: slice, noise: slice) -> tupl
     return 10 * math.log10(echo_in / max(residual, floor)), limited
 
 
-def analyse(recording: EchoRecording, plan: ChirpPlan, cancel: bool = True) -> EchoMeasurement:
-    """Measure delay, level, drift and (with `cancel`) our canceller's echo reduction."""
+def analyse(recording: EchoRecording, plan: ChirpPlan, cancel: bool = True,
+            stages: EchoControlSettings | None = None) -> EchoMeasurement:
+    """Measure delay, level, drift, the path's shape and (with `cancel`) our canceller's echo
+    reduction with the echo control stages `stages` sets (None: their defaults)."""
     rate = recording.capture_rate
     rec = np.frombuffer(recording.captured, dtype="<i2").astype(np.float64)
     template = chirp(rate, plan)
@@ -289,10 +318,14 @@ def analyse(recording: EchoRecording, plan: ChirpPlan, cancel: bool = True) -> E
         # filter still sees it, and its gain is the direct path's.
         level_db = 20 * math.log10(max(abs(found[0][2]), 1e-6))
     drift_ppm = (found[1][0] - found[0][0]) / (starts[1] - starts[0]) * 1e6
+    shape = analyse_path(rec, template, round(starts[0] * rate), noise, rate, (plan.low_hz, plan.high_hz),
+                         plan.max_delay_seconds)
     erle: float | None = None
     limited = False
+    run = None
     if cancel:
-        out = run_canceller(recording)
+        run = run_canceller(recording, stages)
+        out = run.out
         # A little past the window: the canceller's own latency and the room's reverb tail.
         b = windows[1]
         erle, limited = _erle(rec, out, slice(b.start, min(b.stop + int(0.05 * rate), len(out))), noise)
@@ -300,4 +333,7 @@ def analyse(recording: EchoRecording, plan: ChirpPlan, cancel: bool = True) -> E
         found=True, delay_ms=delay * 1000, level_db=level_db,
         echo_peak_dbfs=to_dbfs(float(np.max(np.abs(echo)))) if len(echo) else SILENCE_DBFS,
         noise_dbfs=noise_dbfs, drift_ppm=drift_ppm, erle_db=erle, erle_limited=limited,
-        detection_db=detection_db, clipped=clipped)
+        detection_db=detection_db, clipped=clipped, decay_ms=shape.decay_ms,
+        direct_to_reverb_db=shape.direct_to_reverb_db, distortion_db=shape.distortion_db,
+        duplex=run.duplex if run is not None else "full",
+        residual_echo_db=run.residual_echo_db if run is not None else None)

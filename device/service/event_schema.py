@@ -129,15 +129,25 @@ class WakeListeningEvent(_Event):
     listening: bool
 
 
+class DuplexEvent(_Event):
+    """The adaptive half-duplex switched: `half` while the agent's echo is audible in this room
+    and the uplink is gated while the agent talks (a person speaking up still gets through),
+    `full` otherwise. `residual_echo_db`: the echo left after cancellation over the background."""
+
+    type: Literal["duplex"] = "duplex"
+    mode: Literal["full", "half"]
+    residual_echo_db: float | None = None
+
+
 StreamEvent = Annotated[
     CallStateEvent | MutedEvent | AgentSpeakingEvent | TalkingEvent | VolumeEvent | TranscriptEvent
     | CallStartedEvent | CallEndedEvent | CallWarningEvent | ErrorEvent | HardwareEvent | LevelsEvent
-    | WakeWordEvent | WakeListeningEvent,
+    | WakeWordEvent | WakeListeningEvent | DuplexEvent,
     Field(discriminator="type"),
 ]
 EVENT_TYPES: Final = (CallStateEvent, MutedEvent, AgentSpeakingEvent, TalkingEvent, VolumeEvent,
                       TranscriptEvent, CallStartedEvent, CallEndedEvent, CallWarningEvent, ErrorEvent,
-                      HardwareEvent, LevelsEvent, WakeWordEvent, WakeListeningEvent)
+                      HardwareEvent, LevelsEvent, WakeWordEvent, WakeListeningEvent, DuplexEvent)
 _ADAPTER: Final = TypeAdapter(StreamEvent)
 
 

@@ -57,7 +57,7 @@ def status(svc: ApplianceService) -> dict[str, Any]:
         "last_call": svc.last_call, "timers": svc.timers.remaining(),
         "leds": {"status": svc.leds.status.value, "mute": svc.leds.mute,
                  "speaking": svc.leds.speaking, "indicator": svc.leds.indicator.value},
-        "devices": svc._devices, "pid": os.getpid(),
+        "devices": svc._devices, "pid": os.getpid(), "echo": svc.duplex_watch.status(),
         "counters": counters(svc),
     }
 

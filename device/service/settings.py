@@ -116,6 +116,15 @@ class Settings(BaseSettings):
     noise_suppression: int = Field(2, ge=0, le=4, description="WebRTC noise suppression level 0-4")
     auto_gain_dbfs: int = Field(0, ge=0, le=31, description="auto gain target -dBFS, 0 = off")
     half_duplex: bool = Field(False, description="gate the mic while the agent talks")
+    echo_drift_ppm: float = Field(
+        0.0, ge=-2000, le=2000,
+        description="mic/speaker clock drift to take off the echo reference, ppm as `doctor --audio` prints it")
+    residual_echo: bool = Field(
+        False, description="suppress the echo AEC3 leaves (reverberant tail, a distorting speaker); off: it did "
+                           "not pay for its CPU in the room matrix (docs/echo-edge.md)")
+    adaptive_half_duplex: bool = Field(
+        False, description="where the room leaves the agent's echo audible, gate it while the agent talks "
+                          "(a person speaking up still gets through)")
     volume: int = Field(
         100, ge=0, le=100, description="speaker level 0-100 % at first start (then the saved one)")
     volume_floor_db: float = Field(

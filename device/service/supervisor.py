@@ -57,6 +57,7 @@ from device.service import report
 from device.service.audio_watch import RESTART_INITIAL, AudioThreadWatch, WatchedThread
 from device.service.call_records import ConversationSaver, RecordStore, save_last_call_id
 from device.service.control import DUMP_AUDIO_TIMEOUT, ControlServer
+from device.service.duplex_watch import DuplexWatch
 from device.service.event_hub import EventHub
 from device.service.instance import InstanceLock
 from device.service.outage import Outage
@@ -68,7 +69,7 @@ from device.service.stats import write_json_atomic
 from device.service.timers import CallTimers, earliest_due
 from device.service.volume import VolumeController, volume_reply
 from device.service.wake_word import wake_word_from_settings
-from device.service.wiring import conversation_source, session_config
+from device.service.wiring import conversation_source, echo_control_settings, session_config
 from device.session.client import SessionClient
 from hw.audio import AudioBackend, VolumeControl
 from hw.clock import Clock, RealClock
@@ -163,7 +164,7 @@ class ApplianceService:
             self.recorder = DebugRecorder(settings.debug_record_dir, settings.debug_record_seconds)
             self.dumper = DebugDumper(self.recorder, self.clock)
         self.dsp = make_capture_dsp(settings.aec, settings.noise_suppression, settings.auto_gain_dbfs,
-                                    recorder=self.recorder)
+                                    recorder=self.recorder, echo=echo_control_settings(settings))
         # The idle limit's "is anyone there": webrtc-noise-gain's is_speech when that processor
         # runs, else an energy detector; fed every processed mic frame by the capture thread.
         noise_on = settings.noise_suppression > 0 or settings.auto_gain_dbfs > 0
@@ -198,8 +199,7 @@ class ApplianceService:
                 settings.state_dir, settings.conversation_keep, settings.conversation_max_bytes))
         p = self.pipeline
         self.audio_watch = AudioThreadWatch([
-            WatchedThread("capture", lambda: p.capture, p.restart_capture,
-                          lambda: p.capture.counters.frames_captured),
+            WatchedThread("capture", lambda: p.capture, p.restart_capture, lambda: p.capture.counters.frames_captured),
             WatchedThread("playback", lambda: p.playback, p.restart_playback,
                           lambda: p.playback.counters.periods_played),
         ], self.post, watchdog_stale, restart_initial=restart_initial)
@@ -208,9 +208,9 @@ class ApplianceService:
         self._next_levels = 0.0
         self._commands_posted = 0    # written by the control thread only
         self._commands_handled = 0   # written by the main thread only
+        self.duplex_watch = DuplexWatch(self.dsp, self.hub.publish)   # `duplex` events
         self.control = ControlServer(settings.control_socket, self._control_event, self.status, self.dump_audio,
-                                     self.say, self.volume_command, self.hub,
-                                     note=self.command_note)
+                                     self.say, self.volume_command, self.hub, note=self.command_note)
         self.state = MachineState()
         self.leds = LedState()
         self.transcripts: list[tuple[str, str]] = []
@@ -515,6 +515,7 @@ class ApplianceService:
             self.hub.publish(schema.LevelsEvent(mic_dbfs=round(self.vad.level_dbfs, 1),
                                          speaker_dbfs=round(self.pipeline.gain.level_dbfs, 1)))
         self._poll_activity()
+        self.duplex_watch.poll()
         self._expire_timers()
         self._publish_status()  # counters in `ctl status` stay current during a steady call
         if self.ignored_dump_signals != self._warned_dump_signals:
@@ -523,8 +524,7 @@ class ApplianceService:
                         "(or debug_record_dir in config.toml) and restart the service")
         if self.watchdog_interval is not None and now >= self._next_watchdog:
             self._next_watchdog = now + self.watchdog_interval
-            # Vouch for the device only while the audio threads make progress: a stuck capture or
-            # playback thread lets systemd's watchdog fire and restart the service.
+            # Vouch only while both audio threads make progress: a stuck one lets systemd restart us.
             if self.pipeline.healthy(now, self.watchdog_stale):
                 self.notifier.watchdog()
             else:

@@ -115,7 +115,8 @@ def test_doctor_audio_on_the_fake_room(env: dict[str, str], monkeypatch: pytest.
     assert code == 0, report
     assert abs(report["audio"]["echo"]["delay_ms"] - 37) <= 2
     names = [c["name"] for c in report["checks"]]
-    assert names[-4:] == ["mic level", "echo", "clock drift", "echo reduction"]
+    assert names[-7:] == ["mic level", "echo", "reverberation", "speaker distortion", "clock drift",
+                          "echo reduction", "echo handling"]
 
 
 # -- ctl status -----------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from device.audio.formats import FRAME_MS
 from tools import REPO
 from tools.arm_estimate.environment import ArmEnvironment
 from tools.arm_estimate.meter import MeterLog
+from tools.bench_paced import service_env
 
 STATS_INTERVAL: Final = 2.0
 START_TIMEOUT: Final = 300.0   # the service's imports under emulation, on a loaded host
@@ -57,21 +58,6 @@ def _context_switches(pid: int) -> int:
     return total
 
 
-def _service_env(rate: int, url: str, mic_file: Path, tmp: Path) -> dict[str, str]:
-    # The same call as tools/bench.py's paced_call (fake audio with room echo, AEC + NS).
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ATOMS_")}
-    env.update({
-        "ATOMS_API_KEY": "bench-key", "ATOMS_AGENT_ID": "sim-agent", "ATOMS_URL": url,
-        "ATOMS_SAMPLE_RATE": str(rate), "ATOMS_AUDIO_BACKEND": "fake", "ATOMS_CALL_MODE": "always",
-        "ATOMS_GPIO_BACKEND": "none", "ATOMS_FAKE_CAPTURE_FILE": str(mic_file),
-        "ATOMS_FAKE_ECHO_GAIN_DB": "-6", "ATOMS_FAKE_ECHO_DELAY_MS": "60",
-        "ATOMS_CONTROL_SOCKET": str(tmp / f"arm-{rate}.sock"), "ATOMS_STATE_DIR": str(tmp / "state"),
-        "ATOMS_STATS_FILE": str(tmp / f"arm-stats-{rate}.json"), "ATOMS_STATS_INTERVAL": str(STATS_INTERVAL),
-        "ATOMS_EARCONS": "false", "ATOMS_LOG_LEVEL": "WARNING",
-    })
-    return env
-
-
 def _next_stats(path: Path, after_ns: int, deadline: float, proc: subprocess.Popen[bytes]) -> tuple[int, dict]:
     """The next stats write after mtime `after_ns`: (its CLOCK_MONOTONIC time in ns, its content)."""
     while time.monotonic() < deadline:
@@ -94,7 +80,8 @@ def metered_call(rate: int, mic_file: Path, tmp: Path, seconds: float,
                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO)
     assert sim.stdout is not None
     url = sim.stdout.readline().split(" on ", 1)[1].strip()
-    env = _service_env(rate, url, mic_file, tmp)
+    # The same call as tools/bench.py's paced call (fake audio with room echo, AEC + NS).
+    env = service_env(rate, url, mic_file, tmp, {"ATOMS_STATS_INTERVAL": str(STATS_INTERVAL)})
     stats_file = Path(env["ATOMS_STATS_FILE"])
     stats_file.unlink(missing_ok=True)
     meter_out = tmp / f"meter-service-{rate}.txt"

@@ -276,8 +276,11 @@ def paced_call(rate: int, mic: np.ndarray, tmp: Path, seconds: float = 20.0) -> 
         "ATOMS_CONTROL_SOCKET": str(tmp / f"bench-{rate}.sock"), "ATOMS_STATE_DIR": str(tmp / "state"),
         "ATOMS_STATS_FILE": str(stats_file), "ATOMS_EARCONS": "false", "ATOMS_LOG_LEVEL": "WARNING",
     })
-    service = subprocess.Popen([sys.executable, "-m", "device", "run"], env=env, cwd=REPO,
-                               stderr=subprocess.DEVNULL)
+    # Pinned as the unit pins it (CPUAffinity=, before the process starts: device/service/cpu.py).
+    unit_cpus = choose_cpus("auto", frozenset(os.sched_getaffinity(0)))
+    service = subprocess.Popen(
+        [sys.executable, "-m", "device", "run"], env=env, cwd=REPO, stderr=subprocess.DEVNULL,
+        preexec_fn=(lambda: os.sched_setaffinity(0, unit_cpus)) if unit_cpus else None)  # noqa: PLW1509 - one syscall, no locks taken
     time.sleep(2.0)  # start-up (imports) is not part of the call's CPU share
     ticks = os.sysconf("SC_CLK_TCK")
 
@@ -303,7 +306,7 @@ def paced_call(rate: int, mic: np.ndarray, tmp: Path, seconds: float = 20.0) -> 
 def pipeline_cpu_on(cpus: frozenset[int], mic: np.ndarray, agent: np.ndarray, rate: int, tmp: Path,
                     runs: int = 3) -> dict[str, float]:
     """Best of `runs` pipeline measurements with the pipeline's threads on `cpus` (they inherit the
-    starting thread's affinity, as the service's threads do after `pin_process`)."""
+    starting thread's affinity, as the service's threads do under the unit's `CPUAffinity=`)."""
     before = os.sched_getaffinity(0)
     os.sched_setaffinity(0, cpus)
     try:
@@ -318,7 +321,7 @@ def main() -> int:
     allowed = frozenset(os.sched_getaffinity(0))
     # As the service runs by default (ATOMS_CPU_AFFINITY=auto): the audio threads on one CPU. Only
     # the pipeline's threads are pinned here: the simulator and service subprocesses of the paced
-    # call must not inherit it (the service pins itself).
+    # call must not inherit it (the service is started pinned as its unit pins it).
     pinned = choose_cpus("auto", allowed) or allowed
     tmp = Path(tempfile.mkdtemp(prefix="atoms-bench-"))
     results: dict[int, dict[str, Any]] = {}
@@ -410,8 +413,8 @@ def write_report(results: dict[int, dict[str, Any]], failures: list[str], pinned
               "the chunk's last frame returned to the moment `ws.send` returned (DSP processing time "
               "included; the DSP's own algorithmic delay, ~8 ms AEC + ~6 ms NS, is not in it). "
               "Interruption to silent is from `flush()` to the playback thread's `drop()` of the device "
-              "buffer. The paced rows run the real service process (it pins itself, "
-              "`ATOMS_CPU_AFFINITY=auto`) against the simulator in another process.", ""]
+              "buffer. The paced rows run the real service process (started on the last "
+              "CPU, as the unit's `CPUAffinity=` starts it) against the simulator in another process.", ""]
     lines += ["What made the difference (from 2.21 / 2.53 on 2026-11-21): the fakes' lockstep clock woke "
               "the leading thread at every period of the other (now once per 100 ms of audio); "
               "livekit's public API releases the GIL twice per call and builds a protobuf per frame "

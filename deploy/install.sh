@@ -34,6 +34,7 @@ readonly CRED_PLAIN=$CRED_DIR/$CRED_NAME
 readonly CRED_ENC=$CRED_DIR/$CRED_NAME.cred
 readonly UNIT_DIR=/etc/systemd/system
 readonly DROPIN=$UNIT_DIR/$UNIT.d/credential.conf
+readonly AFFINITY_DROPIN=$UNIT_DIR/$UNIT.d/cpu-affinity.conf
 readonly BLOCK_BEGIN="# >>> atoms-appliance hardware profile"
 readonly BLOCK_END="# <<< atoms-appliance hardware profile"
 readonly ASOUND_MARK="# atoms-appliance hardware profile:"
@@ -614,6 +615,35 @@ install_units() {
     done
 }
 
+# The whole service on the last CPU (CPUAffinity=, set by systemd before it starts the process:
+# device/service/cpu.py says why one CPU, and the service only checks what it got). A drop-in,
+# not the unit: the number of CPUs is this machine's, and a CPUAffinity= naming a CPU that does
+# not exist fails every start. With --root the target's CPUs are unknown: no pinning.
+install_cpu_affinity() {
+    local online last conf
+    if [[ -n "$ROOT" ]]; then
+        log "--root: the service is not pinned to a CPU (the target's CPUs are unknown here); on the"
+        log "  device: sudo $0 again, or systemctl edit $APP with [Service] CPUAffinity=N"
+        return 0
+    fi
+    online=$(cat /sys/devices/system/cpu/online 2>/dev/null || echo 0)
+    last=${online##*[-,]}
+    if [[ "$online" != *[-,]* || ! "$last" =~ ^[0-9]+$ ]]; then
+        rm -f "$AFFINITY_DROPIN"   # one CPU: nothing to choose
+        return 0
+    fi
+    conf=$(mktemp)
+    cat >"$conf" <<EOF
+# Written by deploy/install.sh: every thread of the service on CPU $last, the last of $online
+# (on a Raspberry Pi every interrupt goes to CPU 0). Change it with: systemctl edit $APP
+[Service]
+CPUAffinity=$last
+EOF
+    install_file "$conf" "$AFFINITY_DROPIN" 0644
+    rm -f "$conf"
+    record file "$AFFINITY_DROPIN"
+}
+
 # ---------------------------------------------------------------------------------------------
 # Hardware profile: /etc/asound.conf and a marked block in the firmware's config.txt
 # ---------------------------------------------------------------------------------------------
@@ -820,6 +850,7 @@ main() {
     install_config
     install_credential
     install_units
+    install_cpu_affinity
     install_gpio_udev_rule
     apply_hardware
     write_manifest

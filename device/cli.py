@@ -56,10 +56,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Short GIL slices: a busy Python thread must not delay the audio threads' next frame by the
     # default 5 ms (DESIGN "Facts measured": one CPU-bound thread pushes APM p99 to ~10 ms).
     sys.setswitchinterval(0.001)
-    # One CPU for the whole process, before any thread starts (device/cpu.py says why).
-    from device.service.cpu import pin_process
+    # One CPU for the whole process: the unit's CPUAffinity= pins it; say what we got
+    # (device/service/cpu.py says why one CPU).
+    from device.service.cpu import check_affinity
 
-    pin_process(settings.cpu_affinity)
+    check_affinity(settings.cpu_affinity)
     from device.service.control import ControlSocketError
     from device.service.instance import EXIT_ALREADY_RUNNING, AlreadyRunning
 

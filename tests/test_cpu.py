@@ -1,4 +1,4 @@
-"""`ATOMS_CPU_AFFINITY`: parsing, the choice of CPU, and pinning a real process with its threads."""
+"""`ATOMS_CPU_AFFINITY`: parsing, the choice of CPU, and the check of what the unit's CPUAffinity= gave."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from device.service.cpu import choose_cpus, parse_affinity
+from device.service.cpu import choose_cpus, judge_affinity, parse_affinity
 from device.service.settings import ConfigError, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,76 +46,91 @@ def test_a_bad_setting_names_the_variable_and_the_fix(monkeypatch: pytest.Monkey
     assert "'auto', 'off' or a comma-separated list" in str(info.value)
 
 
+def test_judge() -> None:
+    """What the process got against what the setting expects (pure)."""
+    assert judge_affinity("auto", frozenset({3}), 4).problem is None
+    assert judge_affinity("auto", frozenset({0}), 1).problem is None           # one CPU: nothing to pin
+    assert judge_affinity("auto", frozenset({0, 1, 2, 3}), 4).problem == "not pinned: runs on CPUs 0,1,2,3 of 4"
+    assert judge_affinity("off", frozenset({0, 1}), 2).problem is None
+    assert judge_affinity("2,3", frozenset({2, 3}), 4).problem is None
+    assert judge_affinity("2,3", frozenset({3}), 4).problem == "ATOMS_CPU_AFFINITY=2,3 but the process runs on CPU 3"
+    assert judge_affinity("3", frozenset({0, 1, 2, 3}), 4).cpus == {0, 1, 2, 3}
+
+
 PROBE = """
-import json, os, threading
-from device.service.cpu import pin_process
-started = threading.Event(); stop = threading.Event()
-def idle():
-    started.set(); stop.wait(10)
-early = threading.Thread(target=idle); early.start(); started.wait(5)
-pinned = pin_process({spec!r})
-late = threading.Thread(target=stop.wait, args=(10,)); late.start()
-report = {{"pinned": sorted(pinned) if pinned else None,
-          "main": sorted(os.sched_getaffinity(0)),
-          "early": sorted(os.sched_getaffinity(early.native_id)),
-          "late": sorted(os.sched_getaffinity(late.native_id))}}
-stop.set(); early.join(); late.join()
-print(json.dumps(report))
+import json, logging, os, sys
+logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
+before = sorted(os.sched_getaffinity(0))
+from device.service.cpu import check_affinity
+result = check_affinity({spec!r})
+print(json.dumps({{"before": before, "after": sorted(os.sched_getaffinity(0)),
+                  "cpus": sorted(result.cpus), "problem": result.problem}}))
 """
 
 
-def _probe(spec: str) -> dict[str, list[int] | None]:
+def _probe(spec: str, cpus: set[int] | None, under_systemd: bool) -> tuple[dict[str, object], str]:
+    """A real process started on `cpus` (as systemd's CPUAffinity= starts it) checks itself."""
+    env = {k: v for k, v in os.environ.items() if k != "INVOCATION_ID"}
+    if under_systemd:
+        env["INVOCATION_ID"] = "0" * 32
     out = subprocess.run([sys.executable, "-c", PROBE.format(spec=spec)], cwd=REPO, capture_output=True,
-                         text=True, timeout=60, check=True)
-    return json.loads(out.stdout)
+                         text=True, timeout=60, check=True, env=env,
+                         preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
+    return json.loads(out.stdout), out.stderr
 
 
-def test_auto_pins_the_process_and_every_thread_to_the_last_cpu() -> None:
+def test_the_service_checks_what_it_got_and_never_moves_itself() -> None:
     allowed = sorted(os.sched_getaffinity(0))
-    report = _probe("auto")
-    if len(allowed) == 1:
-        assert report == {"pinned": None, "main": allowed, "early": allowed, "late": allowed}
-    else:
-        last = [allowed[-1]]
-        assert report == {"pinned": last, "main": last, "early": last, "late": last}
+    last = {allowed[-1]}
+    report, log = _probe("auto", last, under_systemd=True)
+    assert report == {"before": sorted(last), "after": sorted(last), "cpus": sorted(last), "problem": None}
+    assert f"CPU affinity: CPU {allowed[-1]} (ATOMS_CPU_AFFINITY=auto)" in log
+    report, log = _probe("auto", None, under_systemd=True)
+    assert report["after"] == report["before"] == allowed   # not pinned by the process itself
+    if len(allowed) > 1 and (os.cpu_count() or 1) > 1:
+        assert report["problem"] == f"not pinned: runs on CPUs {','.join(map(str, allowed))} of {os.cpu_count()}"
+        assert "WARNING CPU affinity: not pinned" in log and "CPUAffinity=" in log
+        _, by_hand = _probe("auto", None, under_systemd=False)
+        assert "INFO CPU affinity: not pinned" in by_hand and "taskset" in by_hand
 
 
-def test_off_and_an_unavailable_cpu_leave_the_process_free() -> None:
-    allowed = sorted(os.sched_getaffinity(0))
-    free = {"pinned": None, "main": allowed, "early": allowed, "late": allowed}
-    assert _probe("off") == free
-    assert _probe(str(max(allowed) + 64)) == free   # one log line, never a crash
+def test_no_affinity_system_call_left_in_the_product() -> None:
+    """Pinning is the unit's job: nothing the service runs may call sched_setaffinity (the unit's
+    syscall filter refuses it)."""
+    offenders = [str(path.relative_to(REPO)) for folder in ("device", "hw") for path in (REPO / folder).rglob("*.py")
+                 if "sched_setaffinity(" in path.read_text(encoding="utf-8")]
+    assert offenders == []
 
 
-def test_a_sandbox_that_refuses_the_call_leaves_the_service_running_unpinned(
-        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    """Under a seccomp filter without sched_setaffinity (SystemCallErrorNumber=EPERM) the call
-    fails with EPERM: one log line naming the fix, no exception."""
-    import logging
-
-    from device.service import cpu
-
-    def refused(pid: int, cpus: object) -> None:
-        raise PermissionError(1, "Operation not permitted")
-
-    monkeypatch.setattr(cpu.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
-    monkeypatch.setattr(cpu.os, "sched_setaffinity", refused)
-    with caplog.at_level(logging.ERROR, logger="device.service.cpu"):
-        assert cpu.pin_process("auto") is None
-    assert "was refused" in caplog.text and "SystemCallFilter" in caplog.text
-
-    def unreadable(pid: int) -> set[int]:
-        raise PermissionError(1, "Operation not permitted")
-
-    monkeypatch.setattr(cpu.os, "sched_getaffinity", unreadable)
-    assert cpu.pin_process("auto") is None
+def _unit_lines() -> list[str]:
+    return [line.strip() for line in (REPO / "systemd" / "atoms-appliance.service").read_text().splitlines()]
 
 
-def test_the_unit_lets_the_service_pin_itself() -> None:
-    """The unit's syscall filter drops @resources, which holds sched_setaffinity: it must be allowed
-    again after that line (systemd applies SystemCallFilter= lines in order)."""
-    lines = [line.strip() for line in (REPO / "systemd" / "atoms-appliance.service").read_text().splitlines()]
-    filters = [line.split("=", 1)[1] for line in lines if line.startswith("SystemCallFilter=")]
-    deny = next(i for i, f in enumerate(filters) if f.startswith("~") and "@resources" in f)
-    assert any(i > deny and not f.startswith("~") and "sched_setaffinity" in f.split()
-               for i, f in enumerate(filters))
+def test_the_unit_refuses_sched_setaffinity() -> None:
+    """@resources (which holds sched_setaffinity) is denied and nothing allows it back."""
+    filters = [line.split("=", 1)[1] for line in _unit_lines() if line.startswith("SystemCallFilter=")]
+    assert any(f.startswith("~") and "@resources" in f.split() for f in filters)
+    assert not any("sched_setaffinity" in f for f in filters)
+
+
+def test_the_installer_pins_the_unit_to_the_last_cpu(tmp_path: Path) -> None:
+    """deploy/install.sh's drop-in: CPUAffinity= the last online CPU; none with one CPU."""
+    script = (REPO / "deploy" / "install.sh").read_text(encoding="utf-8")
+    body = script[script.index("install_cpu_affinity() {"):]
+    body = body[: body.index("\n}\n") + 3]
+    for online, expected in (("0-3", "CPUAffinity=3"), ("0,2", "CPUAffinity=2"), ("0", None)):
+        sysfs = tmp_path / f"online-{expected}"
+        sysfs.write_text(online + "\n")
+        dropin = tmp_path / f"dropin-{online}.conf"
+        harness = "\n".join([
+            f"ROOT=''; APP=atoms-appliance; AFFINITY_DROPIN={dropin}",
+            "log() { echo \"$*\" >&2; }",
+            "install_file() { cp \"$1\" \"$2\"; }",
+            "record() { :; }",
+            body.replace("/sys/devices/system/cpu/online", str(sysfs)),
+            "install_cpu_affinity"])
+        subprocess.run(["bash", "-c", harness], check=True, timeout=30)
+        if expected is None:
+            assert not dropin.exists()
+        else:
+            assert [line for line in dropin.read_text().splitlines() if line.startswith("CPUAffinity")] == [expected]

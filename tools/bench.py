@@ -274,7 +274,7 @@ def interruption_latency(rate: int, flushes: int = 200, period_ms: int = SERVICE
 def pipeline_cpu_on(cpus: frozenset[int], mic: np.ndarray, agent: np.ndarray, rate: int, tmp: Path,
                     runs: int = 3) -> dict[str, float]:
     """Best of `runs` pipeline measurements with the pipeline's threads on `cpus` (they inherit the
-    starting thread's affinity, as the service's threads do after `pin_process`)."""
+    starting thread's affinity, as the service's threads do under the unit's `CPUAffinity=`)."""
     before = os.sched_getaffinity(0)
     os.sched_setaffinity(0, cpus)
     try:
@@ -310,7 +310,7 @@ def run_all() -> int:
     allowed = frozenset(os.sched_getaffinity(0))
     # As the service runs by default (ATOMS_CPU_AFFINITY=auto): the audio threads on one CPU. Only
     # the pipeline's threads are pinned here: the simulator and service subprocesses of the paced
-    # call must not inherit it (the service pins itself).
+    # call must not inherit it (the service is started pinned as its unit pins it).
     pinned = choose_cpus("auto", allowed) or allowed
     tmp = Path(tempfile.mkdtemp(prefix="atoms-bench-"))
     results: dict[int, dict[str, Any]] = {}

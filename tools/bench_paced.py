@@ -184,8 +184,11 @@ def paced_call(rate: int, mic: np.ndarray, tmp: Path, seconds: float = 20.0, env
     stats_file.unlink(missing_ok=True)
     service_vars = service_env(rate, url, mic_file, tmp, env)
     service_vars["PYTHONPATH"] = str(repo)
-    service = subprocess.Popen([sys.executable, "-m", "device", "run"], env=service_vars, cwd=repo,
-                               stderr=subprocess.DEVNULL)
+    # Pinned as the unit pins it (CPUAffinity=, before the process starts: device/service/cpu.py).
+    unit_cpus = choose_cpus("auto", frozenset(os.sched_getaffinity(0)))
+    service = subprocess.Popen(
+        [sys.executable, "-m", "device", "run"], env=service_vars, cwd=repo, stderr=subprocess.DEVNULL,
+        preexec_fn=(lambda: os.sched_setaffinity(0, unit_cpus)) if unit_cpus else None)  # noqa: PLW1509 - one syscall, no locks taken
     gil_event = _gil_probe() if count_gil else None
     try:
         _wait_in_call(service, stats_file)

@@ -58,6 +58,8 @@ def status(svc: ApplianceService) -> dict[str, Any]:
         "leds": {"status": svc.leds.status.value, "mute": svc.leds.mute,
                  "speaking": svc.leds.speaking, "indicator": svc.leds.indicator.value},
         "devices": svc._devices, "pid": os.getpid(), "echo": svc.duplex_watch.status(),
+        # The CPUs systemd's CPUAffinity= gave us (device/service/cpu.py).
+        "cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "counters": counters(svc),
     }
 

@@ -204,7 +204,8 @@ class Settings(BaseSettings):
         description="event stream bytes a subscriber may fall behind by before it is disconnected")
     stats_interval: float = Field(10.0, gt=0, le=3600, description="seconds between stats writes")
     cpu_affinity: str = Field(
-        "auto", description="auto (the last CPU when there are several) | off | CPU list such as 3 or 2,3")
+        "auto", description="the CPUs the unit's CPUAffinity= should have given the process, checked at "
+                            "start: auto (one CPU when there are several) | off | CPU list such as 3 or 2,3")
 
     @field_validator("api_key")
     @classmethod

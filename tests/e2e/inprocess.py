@@ -5,7 +5,9 @@ event announces (counters, pins) are waited on with `tools.polling.wait_until`; 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from device.service.settings import load_settings
@@ -50,7 +52,44 @@ class InProcessService:
             return self._cond.wait_for(
                 lambda: all(self.state.get(k) == v for k, v in expected.items()), timeout)
 
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def stop(self) -> None:
         self.service.request_stop()
         self._thread.join(10)
         assert not self._thread.is_alive(), "service did not stop"
+
+
+class InProcessServices:
+    """The services one test starts (each in its own directory under `tmp`, with controls from
+    `controls`), every one still running stopped at the end: the tests' `run_service` fixtures."""
+
+    def __init__(self, tmp: Path, controls: Callable[[], Controls]) -> None:
+        self._tmp = tmp
+        self._controls = controls
+        self._started: list[InProcessService] = []
+
+    def start(self, url: str, backend: FakeAudioBackend | None = None, *,
+              before_start: Callable[[InProcessService], None] | None = None,
+              **overrides: Any) -> InProcessService:
+        """A started service on `backend` (a fresh fake pair on the real clock by default);
+        `before_start` adjusts it before its thread runs."""
+        directory = self._tmp / f"svc{len(self._started)}"
+        directory.mkdir(parents=True, exist_ok=True)
+        svc = InProcessService(directory, url, self._controls(),
+                               backend or FakeAudioBackend(), **overrides)
+        self._started.append(svc)
+        if before_start is not None:
+            before_start(svc)
+        return svc.start()
+
+    def __enter__(self) -> InProcessServices:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        for svc in self._started:
+            if svc.alive:
+                svc.stop()

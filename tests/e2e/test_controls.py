@@ -2,6 +2,7 @@
 local agent simulator."""
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from hw.clock import RealClock
 from hw.controls import ButtonName, StatusPattern
 from hw.fake_audio import FakeAudioBackend
 from hw.gpio import MockGpioControls
-from tests.e2e.inprocess import InProcessService
+from tests.e2e.inprocess import InProcessService, InProcessServices
 from tools.polling import wait_until
 
 pytestmark = pytest.mark.slow
@@ -27,25 +28,9 @@ def talking_mic() -> FakeAudioBackend:
 
 
 @pytest.fixture
-def run_service(tmp_path: Path):  # type: ignore[no-untyped-def]
-    started: list[InProcessService] = []
-
-    def start(url: str, backend: FakeAudioBackend | None = None, state_dir: Path | None = None,
-              **overrides: object) -> InProcessService:
-        controls = MockGpioControls(hold_seconds=0.5)
-        tmp = tmp_path / f"svc{len(started)}"
-        tmp.mkdir()
-        if state_dir is not None:
-            overrides["state_dir"] = state_dir
-        svc = InProcessService(tmp, url, controls, backend or FakeAudioBackend(clock_factory=RealClock),
-                               **overrides)
-        started.append(svc)
-        return svc.start()
-
-    yield start
-    for svc in started:
-        if svc._thread.is_alive():
-            svc.stop()
+def run_service(tmp_path: Path) -> Iterator[Callable[..., InProcessService]]:
+    with InProcessServices(tmp_path, lambda: MockGpioControls(hold_seconds=0.5)) as services:
+        yield services.start
 
 
 def led(svc: InProcessService, part: str) -> int:

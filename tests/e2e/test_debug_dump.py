@@ -24,7 +24,7 @@ from hw.clock import RealClock, UnpacedClock
 from hw.fake_audio import FakeAudioBackend
 from hw.gpio import MockGpioControls
 from hw.wavio import write_wav_mono16
-from tests.e2e.inprocess import InProcessService
+from tests.e2e.inprocess import InProcessService, InProcessServices
 from tools.polling import wait_until
 from tools.service_process import TEST_KEY
 from tools.signals import ramp, read_wav
@@ -47,19 +47,13 @@ def assert_mic_then_silence(data: np.ndarray, mic: np.ndarray) -> None:
 
 @pytest.fixture
 def run_service(tmp_path: Path) -> Iterator[Callable[..., InProcessService]]:
-    started: list[InProcessService] = []
+    with InProcessServices(tmp_path, lambda: MockGpioControls(hold_seconds=0.5)) as services:
+        def start(url: str, backend: FakeAudioBackend, **overrides: Any) -> InProcessService:
+            svc = services.start(url, backend, **overrides)
+            assert wait_until(lambda: svc.service.control.alive, 10), "the control socket never came up"
+            return svc
 
-    def start(url: str, backend: FakeAudioBackend, **overrides: Any) -> InProcessService:
-        svc = InProcessService(tmp_path, url, MockGpioControls(hold_seconds=0.5), backend, **overrides)
-        started.append(svc)
-        svc.start()
-        assert wait_until(lambda: svc.service.control.alive, 10), "the control socket never came up"
-        return svc
-
-    yield start
-    for svc in started:
-        if svc._thread.is_alive():
-            svc.stop()
+        yield start
 
 
 def recording_service(start_sim, run_service, tmp_path: Path,  # type: ignore[no-untyped-def]

@@ -16,11 +16,9 @@ from pathlib import Path
 import pytest
 
 from device.audio.formats import FRAME_BYTES
-from hw.clock import RealClock
 from hw.controls import ButtonName, Indicator, StatusPattern
-from hw.fake_audio import FakeAudioBackend
 from hw.gpio import MockGpioControls
-from tests.e2e.inprocess import InProcessService
+from tests.e2e.inprocess import InProcessService, InProcessServices
 from tools import REPO
 from tools.polling import wait_until
 from tools.service_process import sound_span_seconds
@@ -46,18 +44,8 @@ def one_breath() -> bytes:
 
 @pytest.fixture
 def run_service(tmp_path: Path) -> Iterator[Callable[..., InProcessService]]:
-    started: list[InProcessService] = []
-
-    def start(url: str, **overrides: object) -> InProcessService:
-        backend = FakeAudioBackend(clock_factory=RealClock)
-        svc = InProcessService(tmp_path, url, MockGpioControls(hold_seconds=0.5), backend, **overrides)
-        started.append(svc)
-        return svc.start()
-
-    yield start
-    for svc in started:
-        if svc._thread.is_alive():
-            svc.stop()
+    with InProcessServices(tmp_path, lambda: MockGpioControls(hold_seconds=0.5)) as services:
+        yield services.start
 
 
 def wake(svc: InProcessService) -> dict[str, object]:

@@ -16,8 +16,8 @@ from device.sim.server import Simulator
 from hw.clock import RealClock
 from hw.controls import NoControls, StatusPattern
 from hw.fake_audio import FakeAudioBackend
-from tests.e2e.inprocess import InProcessService
-from tests.faults import pick, unique_tmp
+from tests.e2e.inprocess import InProcessService, InProcessServices
+from tests.faults import pick
 from tools.polling import wait_until
 
 pytestmark = pytest.mark.slow
@@ -37,17 +37,8 @@ def talking_backend() -> FakeAudioBackend:
 
 @pytest.fixture
 def run_service(tmp_path: Path) -> Iterator[Callable[..., InProcessService]]:
-    started: list[InProcessService] = []
-
-    def start(url: str, backend: FakeAudioBackend, **overrides: object) -> InProcessService:
-        svc = InProcessService(unique_tmp(tmp_path, "svc"), url, NoControls(), backend, **overrides)
-        started.append(svc)
-        return svc.start()
-
-    yield start
-    for svc in started:
-        if svc._thread.is_alive():
-            svc.stop()
+    with InProcessServices(tmp_path, NoControls) as services:
+        yield services.start
 
 
 def faults(svc: InProcessService) -> list[str]:

@@ -3,6 +3,7 @@ in-process: the fault shows in status, LED and log; no call starts without a mic
 thread is restarted with backoff and the fault clears once audio moves again."""
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -15,8 +16,7 @@ from hw.audio import AudioCapture, AudioFormat, AudioPlayback
 from hw.clock import RealClock
 from hw.controls import NoControls, StatusPattern
 from hw.fake_audio import FakeAudioBackend
-from tests.e2e.inprocess import InProcessService
-from tests.faults import unique_tmp
+from tests.e2e.inprocess import InProcessService, InProcessServices
 from tools.polling import wait_until
 
 
@@ -73,18 +73,11 @@ class _CrashingPlayback(AudioPlayback):
 
 @pytest.fixture
 def run_service(tmp_path: Path) -> Iterator[Callable[..., InProcessService]]:
-    started: list[InProcessService] = []
-
-    def start(url: str, backend: FakeAudioBackend, **overrides: object) -> InProcessService:
-        svc = InProcessService(unique_tmp(tmp_path, "svc"), url, NoControls(), backend, **overrides)
+    def fast_restarts(svc: InProcessService) -> None:
         svc.service.audio_watch.restart_initial = 0.05   # fast restarts: the test waits on state
-        started.append(svc)
-        return svc.start()
 
-    yield start
-    for svc in started:
-        if svc._thread.is_alive():
-            svc.stop()
+    with InProcessServices(tmp_path, NoControls) as services:
+        yield functools.partial(services.start, before_start=fast_restarts)
 
 
 @pytest.mark.parametrize("device", ["capture", "playback"])

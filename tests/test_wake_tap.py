@@ -42,6 +42,7 @@ class ScriptedDetector:
     def __init__(self, fail_on: int | None = None) -> None:
         self.frames: list[int] = []   # the first sample of each frame processed
         self.resets = 0
+        self.closed = False
         self.fail_on = fail_on
 
     def process(self, pcm: bytes, now: float) -> Detection | None:
@@ -53,6 +54,9 @@ class ScriptedDetector:
 
     def reset(self) -> None:
         self.resets += 1
+
+    def close(self) -> None:
+        self.closed = True
 
 
 def frame(value: int) -> bytes:

@@ -44,6 +44,8 @@ class StreamingDetector(Protocol):
 
     def reset(self) -> None: ...
 
+    def close(self) -> None: ...
+
 
 class WakeTap:
     """Feeds processed mic frames to a wake word detector while listening; latches on a detection.

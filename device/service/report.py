@@ -32,10 +32,13 @@ def describe_devices(svc: ApplianceService) -> dict[str, Any]:
             "gpio": gpio}
 
 
-def status_text(state: MachineState) -> str:
-    """The one-line STATUS= for systemd: the call state, flags and lost devices."""
+def status_text(state: MachineState, listening_for: str | None = None) -> str:
+    """The one-line STATUS= for systemd: the call state, flags, the wake word it listens for (when
+    it does) and lost devices."""
     flags = [f for f, on in (("muted", state.muted), ("agent speaking", state.agent_speaking),
                              ("talking", state.talking)) if on]
+    if listening_for is not None:
+        flags.append(f"listening for {listening_for}")
     faults = [f"{d} lost" for d in sorted(state.hardware_faults)]
     return ", ".join([state.call.value.replace("_", " "), *flags, *faults])
 

@@ -47,6 +47,7 @@ class SystemdNotifier:
         self._sock: socket.socket | None = None
         self._lock = threading.Lock()
         self._warned = False
+        self._status_sent: str | None = None   # the last STATUS= systemd has (not sent again)
 
     @property
     def enabled(self) -> bool:
@@ -56,14 +57,22 @@ class SystemdNotifier:
     # -- the messages the service sends -------------------------------------------------------
 
     def ready(self) -> bool:
-        """Tell systemd start-up is complete (`READY=1`): buttons and LEDs work."""
+        """Tell systemd start-up is complete (`READY=1`): buttons and LEDs work. The status line
+        is sent again after it, even if unchanged (a listener may wait for READY, then STATUS)."""
+        self._status_sent = None
         return self.notify("READY=1")
 
     def status(self, text: str) -> bool:
-        """Set the one-line status shown by `systemctl status` (`STATUS=...`)."""
+        """Set the one-line status shown by `systemctl status` (`STATUS=...`); the same line again
+        is not re-sent."""
         # One datagram is a list of newline-separated assignments: a newline in the text would
         # start a bogus assignment, so fold it.
-        return self.notify("STATUS=" + " ".join(text.splitlines()))
+        line = "STATUS=" + " ".join(text.splitlines())
+        if line == self._status_sent:
+            return True
+        sent = self.notify(line)
+        self._status_sent = line if sent else None
+        return sent
 
     def watchdog(self) -> bool:
         """Pet the watchdog (`WATCHDOG=1`); call at least every `watchdog_interval()` seconds."""

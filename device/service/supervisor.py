@@ -351,7 +351,7 @@ class ApplianceService:
         # READY once audio and controls are up, not when the cloud answers: buttons and LEDs
         # must work with no network.
         self.notifier.ready()
-        self.notifier.status(report.status_text(self.state))
+        self.notifier.status(report.status_text(self.state, self.wake.listening_for))
         log.info("ready: %s mode, control socket %s; %s", self.config.mode.value, self.settings.control_socket,
                  self.startup.summary())
 
@@ -410,13 +410,13 @@ class ApplianceService:
                 (new_state.call, new_state.muted, new_state.agent_speaking, new_state.talking):
             log.info("state %s%s%s%s", new_state.call.value, " muted" if new_state.muted else "",
                      " agent-speaking" if new_state.agent_speaking else "", " talking" if new_state.talking else "")
-            self.notifier.status(report.status_text(self.state))
             self.post_observer("state", {"call": new_state.call.value, "muted": new_state.muted,
                                          "agent_speaking": new_state.agent_speaking,
                                          "talking": new_state.talking})
         for action in actions:
             self._do(action)
         self.wake.after(new_state)
+        self.notifier.status(report.status_text(new_state, self.wake.listening_for))
         self._publish_changes(old, new_state)  # after the actions: a call_ended comes before its idle
         self._publish_status()
 
@@ -577,6 +577,7 @@ class ApplianceService:
         if self.dumper is not None:
             self.dumper.join()
         self.pipeline.join()
+        self.wake.close()   # the capture thread, its only caller, has stopped
         try:
             self.controls.show(LedState())
             self.controls.close()

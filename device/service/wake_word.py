@@ -59,6 +59,7 @@ class WakeWordService:
         self.config = config
         self._post = post
         self._hub = hub
+        self._detector = detector
         self.tap = WakeTap(detector, self._detected, clock)
         self.describe = describe   # model, cutoff, refractory: for the status
         self.ignored = 0           # detections the machine did not act on (they raced a change)
@@ -112,6 +113,15 @@ class WakeWordService:
             log.info("wake word: %s", "listening" if on else "not listening")
             self._hub.publish(WakeListeningEvent(listening=on))
 
+    def close(self) -> None:
+        """Release the detector's runtime: at shutdown, after the capture thread has stopped."""
+        self._detector.close()
+
+    @property
+    def listening_for(self) -> str | None:
+        """The wake word's model while the detector listens (for STATUS=), else None."""
+        return str(self.describe["model"]) if self.tap.listening else None
+
     def status(self) -> dict[str, Any] | None:
         return {**self.describe, "listening": self.tap.listening, "detections": self.tap.detections,
                 "ignored": self.ignored, "last_detection": self.last}
@@ -137,6 +147,11 @@ class NoWakeWord:
         pass
 
     def after(self, new: MachineState) -> None:
+        pass
+
+    listening_for: str | None = None
+
+    def close(self) -> None:
         pass
 
     def status(self) -> dict[str, Any] | None:

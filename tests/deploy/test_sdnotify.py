@@ -149,3 +149,18 @@ def test_recovers_when_the_socket_appears(tmp_path: Path) -> None:
 def test_watchdog_interval(environ: dict[str, str], expected: float | None) -> None:
     notifier = SystemdNotifier(environ=environ, pid=4242)
     assert notifier.watchdog_interval() == expected
+
+
+def test_the_same_status_is_sent_once(path_socket: tuple[socket.socket, str]) -> None:
+    """STATUS= is refreshed on every state change; an unchanged line is not sent again."""
+    sock, address = path_socket
+    notifier = SystemdNotifier(environ={"NOTIFY_SOCKET": address})
+    assert notifier.status("idle")
+    assert notifier.status("idle")
+    assert notifier.status("in call")
+    assert notifier.status("idle")
+    assert [_receive(sock) for _ in range(3)] == ["STATUS=idle", "STATUS=in call", "STATUS=idle"]
+    sock.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        sock.recv(4096)
+    notifier.close()

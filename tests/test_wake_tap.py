@@ -181,3 +181,18 @@ def test_a_refused_detection_sends_nothing(events, started) -> None:
     captured = pipeline.counters()["frames_captured"]
     assert wait_until(lambda: pipeline.counters()["frames_captured"] > captured + 20, 10)
     assert len(pipeline.preroll) == 0 and len(pipeline.uplink) == 0
+
+
+def test_after_close_no_frame_reaches_the_detector() -> None:
+    """Shutdown releases the detector; a capture thread that outlived its join and hands in
+    another frame is refused, and a second close is harmless."""
+    detector = ScriptedDetector()
+    tap, heard = make_tap(detector)
+    tap.listen(True)
+    tap.observe(frame(1))
+    tap.close()
+    assert detector.closed and not tap.listening
+    tap.listen(True)   # as a capture thread sees it that read `listening` before the close
+    tap.observe(frame(WAKE_VALUE))
+    tap.close()
+    assert detector.frames == [1] and heard == []

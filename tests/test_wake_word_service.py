@@ -30,7 +30,7 @@ def test_listening_for_names_the_model_only_while_listening() -> None:
 def test_close_releases_the_detector() -> None:
     detector = ScriptedDetector()
     service(detector).close()
-    assert detector.closed
+    assert detector.closed and not detector.frames
 
 
 def test_other_modes_listen_for_nothing() -> None:

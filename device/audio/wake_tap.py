@@ -62,6 +62,8 @@ class WakeTap:
         self._on_detection = on_detection
         self._clock = clock
         self._lock = threading.Lock()   # listening/latched/reset against the capture thread
+        self._detector_lock = threading.Lock()   # a detector call against close()
+        self._closed = False
         self._listening = False
         self._latched = False
         self._reset_pending = True
@@ -90,6 +92,17 @@ class WakeTap:
     def listening(self) -> bool:
         return self._listening
 
+    def close(self) -> None:
+        """Release the detector at shutdown. A frame already in the detector finishes first; frames
+        after it are ignored, so a capture thread that outlives its join (stuck in a read) never
+        calls a released detector. Idempotent."""
+        with self._detector_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._listening = False
+            self._detector.close()
+
     # -- capture thread ---------------------------------------------------------------------------
     @property
     def holding(self) -> bool:
@@ -102,15 +115,18 @@ class WakeTap:
             return
         with self._lock:
             reset, self._reset_pending = self._reset_pending, False
-        if reset:
-            self._detector.reset()
-        try:
-            detection = self._detector.process(frame, self._clock.monotonic())
-        except Exception:   # a detector bug must not stop the mic: log once, count, go on
-            self.detector_errors += 1
-            if self.detector_errors == 1:
-                log.exception("wake word detector failed on a frame (counted as detector_errors)")
-            return
+        with self._detector_lock:
+            if self._closed:
+                return
+            if reset:
+                self._detector.reset()
+            try:
+                detection = self._detector.process(frame, self._clock.monotonic())
+            except Exception:   # a detector bug must not stop the mic: log once, count, go on
+                self.detector_errors += 1
+                if self.detector_errors == 1:
+                    log.exception("wake word detector failed on a frame (counted as detector_errors)")
+                return
         self.frames_heard += 1
         if detection is None:
             return

@@ -577,7 +577,7 @@ class ApplianceService:
         if self.dumper is not None:
             self.dumper.join()
         self.pipeline.join()
-        self.wake.close()   # the capture thread, its only caller, has stopped
+        self.wake.close()   # after the capture thread's join; a thread that outlived it is refused
         try:
             self.controls.show(LedState())
             self.controls.close()

@@ -59,7 +59,6 @@ class WakeWordService:
         self.config = config
         self._post = post
         self._hub = hub
-        self._detector = detector
         self.tap = WakeTap(detector, self._detected, clock)
         self.describe = describe   # model, cutoff, refractory: for the status
         self.ignored = 0           # detections the machine did not act on (they raced a change)
@@ -114,8 +113,8 @@ class WakeWordService:
             self._hub.publish(WakeListeningEvent(listening=on))
 
     def close(self) -> None:
-        """Release the detector's runtime: at shutdown, after the capture thread has stopped."""
-        self._detector.close()
+        """Release the detector's runtime at shutdown (the tap refuses later frames)."""
+        self.tap.close()
 
     @property
     def listening_for(self) -> str | None:
@@ -134,6 +133,8 @@ class WakeWordService:
 class NoWakeWord:
     """Every mode but `wake_word`: the same calls, doing nothing."""
 
+    listening_for: str | None = None
+
     def frame_observer(self, vad: Callable[[bytes], None]) -> Callable[[bytes], None]:
         return vad
 
@@ -148,8 +149,6 @@ class NoWakeWord:
 
     def after(self, new: MachineState) -> None:
         pass
-
-    listening_for: str | None = None
 
     def close(self) -> None:
         pass

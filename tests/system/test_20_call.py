@@ -48,7 +48,20 @@ def _round_trip(app: Appliance, report: Report, label: str) -> None:
     pid = app.main_pid()
     before = app.guest.sh(f"cut -d' ' -f14,15 /proc/{pid}/stat; date +%s.%N").split()
     app.say(QUESTION)
-    utterance = app.wait_sim("utterance", mark, 30)
+    try:
+        utterance = app.wait_sim("utterance", mark, 30)
+    except AssertionError as exc:
+        # Say why: a capture that fell behind real time (overruns, a full core) reads differently
+        # from audio that never left the device (uplink counters) or a VAD that heard nothing.
+        after = app.guest.sh(f"cut -d' ' -f14,15 /proc/{pid}/stat; date +%s.%N", check=False).split()
+        cpu_share = "?"
+        if len(after) == 3:
+            ticks = int(app.guest.sh("getconf CLK_TCK"))
+            used = (int(after[0]) + int(after[1]) - int(before[0]) - int(before[1])) / ticks
+            cpu_share = f"{used / (float(after[2]) - float(before[2])):.2f}"
+        load = app.guest.sh("cat /proc/loadavg", check=False)
+        raise AssertionError(f"{exc}; the service used {cpu_share} of a core since the call began, guest "
+                             f"load {load}; its status: {app.status()}") from None
     app.wait_sim("reply_start", mark, 20)
     after = app.guest.sh(f"cut -d' ' -f14,15 /proc/{pid}/stat; date +%s.%N").split()
     ticks = int(app.guest.sh("getconf CLK_TCK"))

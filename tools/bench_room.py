@@ -24,7 +24,7 @@ import math
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -93,9 +93,11 @@ class CellResult:
     residual_during_dbfs: float
     capture_cpu_ms_per_s: float         # the capture thread (less the room simulation) per s of audio
     dsp_cpu_ms_per_s: float             # of which the per-frame DSP call (AEC, NS, local VAD)
-    mode: str                           # "full duplex", or "half duplex" where the adaptive half-duplex gated
+    mode: str                           # "full duplex", or "half duplex" where the adaptive half-duplex
+                                        # ended the call in half (what it settled on for this room)
     passes: dict[str, bool]
     wall_s: float
+    duplex: dict[str, Any] = field(default_factory=dict)   # what it measured, and the share it gated
 
     @property
     def passed(self) -> bool:
@@ -140,7 +142,12 @@ def measure(cell: RoomCell, greeting: str, agent_seconds: float, agent_speech_s:
     off_per10 = metrics.self_speech_per_10s(off, agent_speech_s)[0] if off_vad else None
     talk = metrics.double_talk(dt, on, agent_seconds)
     # The adaptive half-duplex (device/audio/duplex.py) gating while the agent talks, near end silent.
-    mode = "half duplex" if on.duplex_gated_frames > 0 else "full duplex"
+    # Marked by where it settled, not by any gating: it may gate the first seconds while the
+    # canceller converges and then go back to full duplex for the rest of the call.
+    mode = "half duplex" if on.duplex.get("mode") == "half" and on.duplex_gated_frames > 0 else "full duplex"
+    agent_frames = max(1, round(agent_seconds * 100))
+    duplex = {**{k: _round(v) if isinstance(v, float) else v for k, v in on.duplex.items()},
+              "gated_share_of_agent": round(on.duplex_gated_frames / agent_frames, 3)}
     return CellResult(
         cell=asdict(cell), echo_reduction_db=_round(reduction.db), echo_reduction_capped=reduction.at_least,
         echo_reduction_whole_db=_round(whole), echo_to_noise_db=round(reduction.echo_to_noise_db, 1),
@@ -152,7 +159,8 @@ def measure(cell: RoomCell, greeting: str, agent_seconds: float, agent_speech_s:
         residual_during_dbfs=round(talk.residual_dbfs, 1),
         capture_cpu_ms_per_s=round(1000 * on.capture_cpu_s / on.audio_s, 1),
         dsp_cpu_ms_per_s=round(1000 * on.dsp_cpu_s / on.audio_s, 1), mode=mode,
-        passes=targets(cell, reduction, per10, talk.loss_db, mode), wall_s=round(time.monotonic() - started, 1))
+        passes=targets(cell, reduction, per10, talk.loss_db, mode), wall_s=round(time.monotonic() - started, 1),
+        duplex=duplex)
 
 
 def _round(value: float | None, digits: int = 1) -> float | None:

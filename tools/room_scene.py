@@ -233,6 +233,7 @@ class SceneRecording:
     audio_s: float                   # seconds of audio it captured
     wall_s: float
     duplex_gated_frames: int = 0     # frames the adaptive half-duplex gated (device/audio/duplex.py)
+    duplex: dict[str, Any] = field(default_factory=dict)   # its measurements at the end of the call
     log: list[str] = field(default_factory=list)
 
     @property
@@ -306,6 +307,7 @@ def run_scene(cell: RoomCell, aec: str = "webrtc", near: list[tuple[float, np.nd
             assert service.recorder is not None
             service.recorder.dump(tmp / "debug", reason="room scene")
             gated = int(service.dsp.stats().get("duplex_gated_frames", 0))
+            duplex = _duplex_measurements(service)
             processed, _ = read_wav(tmp / "debug" / "mic-processed.wav")
             sessions = list(sim.recorder.audio_bytes_by_session)
             uplink = np.frombuffer(sim.recorder.audio_of(sessions[-1]), "<i2") if sessions else np.zeros(0)
@@ -328,7 +330,18 @@ def run_scene(cell: RoomCell, aec: str = "webrtc", near: list[tuple[float, np.nd
                           speaker=np.concatenate(backend.speaker_parts) / full if backend.speaker_parts else np.zeros(0),
                           agent_start=backend.agent_start, capture_cpu_s=cpu, dsp_cpu_s=dsp_timer.cpu_s,
                           audio_s=n / RATE,
-                          wall_s=time.monotonic() - started, duplex_gated_frames=gated)
+                          wall_s=time.monotonic() - started, duplex_gated_frames=gated, duplex=duplex)
+
+
+def _duplex_measurements(service: ApplianceService) -> dict[str, Any]:
+    """What the adaptive half-duplex measured in the call (empty without echo control)."""
+    control = getattr(service.dsp, "echo_control", None)
+    if control is None:
+        return {}
+    stats = control.stats()
+    return {"mode": control.decided_mode, "residual_echo_db": control.residual_echo_db,
+            "echo_reduction_db": control.echo_reduction_db, "switches": stats["duplex_switches"],
+            "double_talk_frames": stats["double_talk_frames"]}
 
 
 def _wait_uplink_settled(sim: Simulator, quiet_s: float = 0.3, timeout_s: float = 5.0) -> None:

@@ -1,7 +1,7 @@
 """The capture DSP chain: echo cancellation, noise suppression and gain, in 10 ms frames at 16 kHz.
 
-    mic frame -> WebRTC AEC3 + high-pass (livekit APM) -> echo control -> webrtc-noise-gain NS/AGC -> out
-                      ^                                      (residual echo suppression, adaptive half-duplex)
+    mic frame -> WebRTC AEC3 + high-pass (livekit APM) -> echo control -> webrtc-noise-gain NS/AGC -> gate -> out
+                      ^                (residual echo suppression, the half-duplex's measurement)   (half-duplex)
     speaker pcm ------'  (`reference`: exactly what the speaker was given, at its own rate, kept on
                           the mic's clock by the echo control's drift compensation)
 
@@ -125,6 +125,8 @@ class CaptureChain:
                 out = result.audio
                 self.last_is_speech = bool(result.is_speech)
                 self.speech_frames += self.last_is_speech
+            if self._echo is not None:
+                out = self._echo.gate(out)
             self.frames_processed += 1
         if self._recorder is not None:
             self._recorder.processed(out, DSP_RATE)

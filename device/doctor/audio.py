@@ -54,7 +54,7 @@ class AudioOptions:
     seconds: float = 3.0
     echo_drift_ppm: float = 0.0
     residual_echo: bool = False
-    adaptive_half_duplex: bool = False
+    adaptive_half_duplex: bool = True
 
     @property
     def echo_stages(self) -> EchoControlSettings:

@@ -15,8 +15,11 @@ What it measures (all from one recording, numpy only, correlation by FFT):
 - **echo reduction**: the recording run through our own canceller (`make_capture_dsp("webrtc")`
   with the service's echo control stages: drift compensation and residual echo suppression as
   set), reference first and mic frame after, in loop order, as the audio threads do; echo power
-  in over out on the second chirp (the first one lets the canceller converge). The adaptive
-  half-duplex runs too, measuring without gating: its decision is what the service would do.
+  in over out on the second chirp (the first one lets the canceller converge). What the service
+  would do is the adaptive half-duplex's rule applied to that figure (half duplex under
+  `device.audio.duplex.ERLE_ON_DB`, unless what is left hides under the background): the rule
+  the service applies to the same quantity measured over a call, here on the converged chirp,
+  where a few seconds of recording would otherwise be mostly the canceller's convergence.
 - **echo path shape** (device/doctor/echo_path.py): the impulse response deconvolved from chirp
   A, its reverberation decay time, direct-to-reverberant ratio and the speaker's harmonic
   distortion.
@@ -36,6 +39,7 @@ from typing import Any, Final
 import numpy as np
 
 from device.audio.dsp import CaptureChain, make_capture_dsp
+from device.audio.duplex import ERLE_ON_DB
 from device.audio.echo_control import EchoControlSettings
 from device.audio.formats import BYTES_PER_SAMPLE, DSP_RATE, FRAME_BYTES, samples_for
 from device.audio.playback import PREFILL_PERIODS  # the same prefill as the playback thread: the same queue
@@ -238,13 +242,12 @@ class CancellerRun:
     """The mic stream after our canceller and what its echo control decided (an immutable value)."""
 
     out: np.ndarray
-    duplex: str
     residual_echo_db: float | None
 
 
 def run_canceller(recording: EchoRecording, echo: EchoControlSettings | None = None) -> CancellerRun:
     """The mic stream after our canceller (AEC3 and the echo control stages `echo` sets, no
-    NS/AGC), fed in the loop's order; the adaptive half-duplex measures but never gates here.
+    NS/AGC), fed in the loop's order; the adaptive half-duplex measures (its residual echo) but never gates here.
 
     For each loop: the speaker chunk as reference, then the mic chunk in 10 ms frames. The prefill
     goes in first, as the playback thread writes it before the capture thread's first frame.
@@ -265,10 +268,14 @@ def run_canceller(recording: EchoRecording, echo: EchoControlSettings | None = N
                 out += dsp.process(chunk[j:j + FRAME_BYTES])
         control = dsp.echo_control if isinstance(dsp, CaptureChain) else None
         return CancellerRun(np.frombuffer(bytes(out), dtype="<i2").astype(np.float64),
-                            control.decided_mode if control is not None else "full",
                             control.residual_echo_db if control is not None else None)
     finally:
         dsp.close()
+
+
+def _duplex_for(erle: float | None, limited: bool) -> str:
+    """The adaptive half-duplex's rule (device/audio/duplex.py) on the doctor's echo reduction."""
+    return "half" if erle is not None and not limited and erle < ERLE_ON_DB else "full"
 
 
 def _erle(rec: np.ndarray, out: np.ndarray, window: slice, noise: slice) -> tuple[float | None, bool]:
@@ -335,5 +342,5 @@ def analyse(recording: EchoRecording, plan: ChirpPlan, cancel: bool = True,
         noise_dbfs=noise_dbfs, drift_ppm=drift_ppm, erle_db=erle, erle_limited=limited,
         detection_db=detection_db, clipped=clipped, decay_ms=shape.decay_ms,
         direct_to_reverb_db=shape.direct_to_reverb_db, distortion_db=shape.distortion_db,
-        duplex=run.duplex if run is not None else "full",
+        duplex=_duplex_for(erle, limited),
         residual_echo_db=run.residual_echo_db if run is not None else None)

@@ -48,9 +48,9 @@ def test_a_far_reverberant_room_is_named_and_handled_by_adaptive_half_duplex() -
     m = _measure(0.9, 2.0, gain_db=-8.0)
     assert m.direct_to_reverb_db is not None and m.direct_to_reverb_db < 0, m
     assert m.duplex == "half"
-    default = _lines(m)["echo handling"]   # adaptive half-duplex off (the default): say what to set
-    assert default.status is Status.WARN and "ATOMS_ADAPTIVE_HALF_DUPLEX=true" in default.fix  # type: ignore[attr-defined]
-    lines = _lines(m, EchoControlSettings(adaptive_half_duplex=True))
+    off = _lines(m, EchoControlSettings(adaptive_half_duplex=False))["echo handling"]   # turned off: say what to set
+    assert off.status is Status.WARN and "ATOMS_ADAPTIVE_HALF_DUPLEX=true" in off.fix  # type: ignore[attr-defined]
+    lines = _lines(m)   # the default: on
     reverb, handling = lines["reverberation"], lines["echo handling"]
     assert reverb.status is Status.WARN and "move the mic" in reverb.fix   # type: ignore[attr-defined]
     assert handling.status is Status.WARN and "adaptive half-duplex" in handling.detail   # type: ignore[attr-defined]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from device.audio.duplex import CONVERGE_FRAMES, GATE_DB, MIN_FRAMES, TAIL_FRAMES, AdaptiveDuplex
+from device.audio.duplex import CONVERGE_FRAMES, ERLE_ON_DB, GATE_DB, MIN_FRAMES, TAIL_FRAMES, AdaptiveDuplex
 from device.audio.formats import FRAME_SAMPLES
 
 FULL = 32768.0
@@ -87,14 +87,50 @@ def test_disabled_measures_but_never_gates() -> None:
     assert _level(out[-1]) > -50
 
 
-def test_a_canceller_that_removes_enough_keeps_full_duplex() -> None:
-    """An echo 40 dB down after cancellation stays full duplex even if what is left shows over a
-    very quiet background; 20 dB down with the same residual goes half."""
-    for mic_dbfs, expected in ((-5.0, "full"), (-25.0, "half")):
+def _call(duplex: AdaptiveDuplex, echo_dbfs: float, reduction_db: float, frames: int, quiet: int = 0,
+          noise_dbfs: float = -60.0) -> None:
+    """A call as the canceller sees it: the agent's echo at the mic in syllables (200 ms loud,
+    100 ms at -20 dB, so there are gaps as in speech), the room's noise on both sides, and the
+    echo `reduction_db` down in the output. `quiet` frames of the agent silent first."""
+    for i in range(quiet):
+        n = _noise(noise_dbfs, i)
+        duplex.process(n, 0.0, mic_power=float(np.mean(n ** 2)))
+    for i in range(frames):
+        level = echo_dbfs if i % 30 < 20 else echo_dbfs - 20
+        echo, noise = _noise(level, 20000 + i), _noise(noise_dbfs, 40000 + i)
+        mic = echo + noise
+        out = echo * 10 ** (-reduction_db / 20) + noise
+        duplex.process(out, FAR_POWER, mic_power=float(np.mean(mic ** 2)))
+
+
+def test_the_echo_reduction_is_measured_with_the_background_taken_out() -> None:
+    """A canceller that takes 45 dB off an echo 30 dB over the room's noise leaves the output at
+    the noise: that is a good canceller (full duplex, the reduction read as at least 35 dB), not
+    a 30 dB one. One that takes 15 dB off the same echo goes half."""
+    for reduction, expected in ((45.0, "full"), (15.0, "half")):
         duplex = AdaptiveDuplex()
-        _quiet_room(duplex)
-        mic_power = (FULL * 10 ** (mic_dbfs / 20)) ** 2
-        for i in range(CONVERGE_FRAMES + MIN_FRAMES + 50):
-            duplex.process(_noise(-65, 1000 + i) + _noise(-45, 5000 + i), FAR_POWER, mic_power=mic_power)
-        assert duplex.mode == expected, (mic_dbfs, duplex.echo_reduction_db)
+        _call(duplex, -30.0, reduction, CONVERGE_FRAMES + MIN_FRAMES + 300, quiet=50)
+        assert duplex.mode == expected, (reduction, duplex.echo_reduction_db)
         assert duplex.steady_mode == expected
+        assert duplex.echo_reduction_db is not None
+        if expected == "full":
+            assert duplex.echo_reduction_db >= ERLE_ON_DB and duplex.switches == 0
+        else:
+            assert abs(duplex.echo_reduction_db - reduction) < 3.0
+
+
+def test_an_agent_that_greets_at_once_is_still_measured() -> None:
+    """No silence before the agent talks (it greets as the call opens): the backgrounds come from
+    the gaps between its words, and the decision is the same."""
+    for reduction, expected in ((45.0, "full"), (15.0, "half")):
+        duplex = AdaptiveDuplex()
+        _call(duplex, -30.0, reduction, CONVERGE_FRAMES + MIN_FRAMES + 300, quiet=0)
+        assert duplex.mode == expected, (reduction, duplex.echo_reduction_db)
+
+
+def test_an_echo_the_mic_hardly_hears_stays_full_duplex() -> None:
+    """The agent's echo 10 dB under the room's noise at the mic, not cancelled at all: nothing of it
+    stands out of the background, so there is nothing to gate."""
+    duplex = AdaptiveDuplex()
+    _call(duplex, -70.0, 0.0, CONVERGE_FRAMES + MIN_FRAMES + 300, quiet=50)
+    assert duplex.mode == "full" and duplex.gated_frames == 0

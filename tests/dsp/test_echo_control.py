@@ -19,14 +19,14 @@ def _tone(samples: int, rate: int) -> bytes:
     return (6000 * np.sin(2 * np.pi * 500 * t)).astype("<i2").tobytes()
 
 
-def test_defaults_add_nothing_and_each_stage_is_opt_in() -> None:
+def test_defaults_run_the_adaptive_half_duplex_only_and_each_other_stage_is_opt_in() -> None:
     settings = EchoControlSettings()
-    assert not settings.adaptive_half_duplex and not settings.residual_echo and settings.drift_ppm == 0
-    assert not settings.any
-    plain = make_capture_dsp("webrtc", 0, 0)
+    assert settings.adaptive_half_duplex and not settings.residual_echo and settings.drift_ppm == 0
+    assert settings.any
+    plain = make_capture_dsp("webrtc", 0, 0, echo=EchoControlSettings(adaptive_half_duplex=False))
     assert "duplex_half" not in plain.stats() and plain.duplex_mode == "full"
     plain.close()
-    dsp = make_capture_dsp("webrtc", 0, 0, echo=EchoControlSettings(adaptive_half_duplex=True))
+    dsp = make_capture_dsp("webrtc", 0, 0)
     stats = dsp.stats()
     for key in ("duplex_half", "duplex_switches", "duplex_gated_frames", "double_talk_frames",
                 "residual_suppressed_frames", "drift_compensated_ppm"):

@@ -35,11 +35,17 @@ def test_the_quick_slice_measures_the_service_in_an_easy_and_a_hard_room(report:
         assert cell["dsp_cpu_ms_per_s"] > 0 and cell["capture_cpu_ms_per_s"] >= cell["dsp_cpu_ms_per_s"]
         marks = cell["passes"]
         assert marks["self_speech"] == (cell["self_speech_s_per_10s"] <= m.TARGET_SELF_SPEECH_S)
-        assert marks["double_talk"] == (cell["double_talk_loss_db"] <= m.TARGET_DOUBLE_TALK_LOSS_DB)
+        # Double talk is a target where the cell stays full duplex (issue 15).
+        assert marks["double_talk"] == (cell["double_talk_loss_db"] <= m.TARGET_DOUBLE_TALK_LOSS_DB
+                                        or cell["mode"] != "full duplex")
         assert cell["passed"] == all(marks.values())
     # The hard corner's room is the harder one for the canceller.
     hard_reduction = corner["echo_reduction_db"]
     assert hard_reduction is None or hard_reduction < base["echo_reduction_db"]
+    # ...so much that the default settings' adaptive half-duplex settles on half duplex there
+    # (the canceller takes a few dB off its echo, against the 35 dB the rule asks).
+    assert corner["mode"] == "half duplex", corner["duplex"]
+    assert corner["duplex"]["echo_reduction_db"] < 20 and corner["duplex"]["gated_share_of_agent"] > 0
 
 
 def test_the_report_is_a_table_a_plot_and_json_that_compare(report: dict) -> None:

@@ -66,7 +66,7 @@ MUTATIONS = [
              "uplink.put(UplinkChunk(bytes(len(chunk)), read_at, generation=fmt.generation))"),
     Mutation("leds", lambda app, _r: call.test_leds_follow_the_call(app), "hw/gpio.py",
              "led.blink(on_time=BLINK[0], off_time=BLINK[1])", "led.on()"),
-    Mutation("mute", lambda app, _r: call.test_mute_button_sends_no_audio(app), "device/core/state_machine.py",
+    Mutation("mute", lambda app, _r: call.test_mute_button_sends_no_audio(app), "device/core/outputs.py",
              "        and not state.muted\n", "        and True  # mutation: mute ignored\n"),
     Mutation("stop", lambda app, _r: faults.test_stop_closes_the_session_and_exits_0(app),
              "device/session/client.py", "self._send(live.socket, SESSION_CLOSE_TEXT)",
@@ -74,8 +74,12 @@ MUTATIONS = [
     Mutation("kill-9", lambda app, _r: faults.test_kill_9_is_restarted(app), dropin="[Service]\nRestart=no\n"),
     Mutation("watchdog", faults.test_frozen_process_is_killed_by_the_watchdog, dropin="[Service]\nWatchdogSec=0\n"),
     Mutation("sound-card", lambda app, _r: faults.test_sound_card_removed_mid_call_recovers_without_restart(app),
-             "device/audio/capture.py", "if not self._open(lost=True):",
-             "if True:  # mutation: a lost mic is never reopened"),
+             # In the one function both audio threads reopen with: after a loss, never again (a
+             # thread that merely ended would be restarted by the audio watch, and recover).
+             "device/audio/reopen.py", "            device = open_device()\n",
+             "            if lost:  # mutation: a lost device is never reopened\n"
+             "                raise DeviceUnavailable('mutation')\n"
+             "            device = open_device()\n"),
     Mutation("network", lambda app, _r: faults.test_network_cut_and_restored_reconnects(app),
              "device/session/connection.py", "delay = self.backoff.next_delay(ending.retry_after)",
              "delay = 3600.0  # mutation: a lost connection is retried only an hour later"),
@@ -92,13 +96,16 @@ def _site_packages(app: Appliance) -> str:
 
 
 # Run by the guest's python3 with the request on stdin: replaces every occurrence (there must be
-# `count` of them) and keeps the original beside the file.
+# `count` of them) and keeps the original beside the file. Both are synced: the power-cut scenario
+# kills the guest without a shutdown, and an edit still in the page cache came back as an empty
+# module (an ImportError at every start, for that scenario and the ones after it).
 EDIT = """
 s = open(d["path"]).read()
 n = s.count(d["old"])
 assert n == d["count"], f"{n} matches of {d['old']!r}, not {d['count']}"
 open(d["path"] + ".orig", "w").write(s)
 open(d["path"], "w").write(s.replace(d["old"], d["new"]))
+os.sync()
 """
 
 
@@ -107,11 +114,11 @@ def _apply(app: Appliance, m: Mutation) -> str | None:
     if m.module is not None:
         path = f"{_site_packages(app)}/{m.module}"
         request = {"path": path, "old": m.old, "new": m.new, "count": m.count, "code": EDIT}
-        app.guest.run("python3 -c 'import json, sys; d = json.load(sys.stdin); exec(d[\"code\"])'",
+        app.guest.run("python3 -c 'import json, os, sys; d = json.load(sys.stdin); exec(d[\"code\"])'",
                       input=json.dumps(request).encode())
     if m.dropin is not None:
         app.guest.put(m.dropin.encode(), DROPIN)
-        app.guest.run("systemctl daemon-reload")
+        app.guest.run("sync && systemctl daemon-reload")
     if m.shell is not None:
         app.guest.run(m.shell)
     if m.restart:
@@ -121,7 +128,7 @@ def _apply(app: Appliance, m: Mutation) -> str | None:
 
 def _undo(app: Appliance, m: Mutation, path: str | None) -> None:
     if path is not None:
-        app.guest.run(f"mv -f {path}.orig {path}")
+        app.guest.run(f"mv -f {path}.orig {path} && sync")
     if m.dropin is not None:
         app.guest.run(f"rm -f {DROPIN} && systemctl daemon-reload")
     if m.undo is not None:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from device.audio.dsp import make_capture_dsp
+from device.audio.duplex import CONVERGE_FRAMES, MIN_FRAMES
 from device.audio.echo_control import EchoControl, EchoControlSettings
 from device.audio.formats import FRAME_BYTES
 from device.service.duplex_watch import DuplexWatch
@@ -65,6 +66,45 @@ def test_the_chain_keeps_whole_reference_frames_under_drift() -> None:
     stats = dsp.stats()
     assert stats["reference_pending_bytes"] < 320
     assert abs(stats["reference_frames"] - 300) <= 1
+    dsp.close()
+
+
+def _speechy(level_dbfs: float, i: int) -> bytes:
+    """10 ms of noise at `level_dbfs`, in syllables (200 ms loud, 100 ms 20 dB down)."""
+    level = level_dbfs if i % 30 < 20 else level_dbfs - 20
+    x = np.random.default_rng(i).standard_normal(FRAME_BYTES // 2) * 32768 * 10 ** (level / 20)
+    return np.clip(x, -32768, 32767).astype("<i2").tobytes()
+
+
+def test_the_half_duplex_gate_comes_after_noise_suppression() -> None:
+    """In a room the canceller does nothing for (its output is the mic), the half-duplex goes half;
+    `process` still hands NS the frame untouched (NS must hear the room as it is), and `gate`, called
+    on NS's output, turns that down by the gate's 40 dB."""
+    control = EchoControl(EchoControlSettings())
+    far = _speechy(-20.0, 0)
+    for i in range(CONVERGE_FRAMES + MIN_FRAMES + 200):
+        control.reference(far, 16000)
+        mic = _speechy(-30.0, 1000 + i)
+        assert control.process(mic, mic) == mic
+    assert control.mode == "half", control.echo_reduction_db
+    ns_out = _speechy(-30.0, 1)
+    gated = np.frombuffer(control.gate(ns_out), "<i2").astype(float)
+    loud = np.frombuffer(ns_out, "<i2").astype(float)
+    assert 10 * np.log10(np.mean(loud ** 2) / max(np.mean(gated ** 2), 1e-9)) > 35
+
+
+def test_the_chain_gates_the_noise_suppressors_output() -> None:
+    """The same room through the whole chain with NS on: once half, a frame of agent echo leaves
+    the chain 40 dB down, not merely suppressed as noise."""
+    dsp = make_capture_dsp("webrtc", 2, 0)
+    far = _speechy(-20.0, 0)
+    outs = []
+    for i in range(CONVERGE_FRAMES + MIN_FRAMES + 300):
+        dsp.reference(far, 16000)
+        outs.append(dsp.process(_speechy(-30.0, 1000 + i)))
+    assert dsp.duplex_mode == "half"
+    last = np.frombuffer(b"".join(outs[-50:]), "<i2").astype(float)
+    assert 10 * np.log10(np.mean(last ** 2) / 32768 ** 2 + 1e-12) < -60
     dsp.close()
 
 

@@ -1,23 +1,24 @@
 """The WebRTC echo canceller (AEC3 + high-pass filter) from livekit, behind one small interface.
 
-Two callers of the same native `AudioProcessingModule`, created the same way (through livekit's
-public `livekit.rtc.AudioProcessingModule`), giving bit-identical audio (a test checks it):
+Two callers of the same native AEC3 (livekit's `AudioProcessingModule`), giving bit-identical
+audio (a test checks it):
 
-- `PublicApiApm` goes through livekit's public Python methods for every frame: a new `AudioFrame`,
+- `PublicApiApm` goes through livekit's public Python SDK for every frame: a new `AudioFrame`,
   a protobuf request built and serialised, a ctypes call that releases the GIL, the response parsed.
   That is ~6 us of Python per call on an x86 host (~60-100 us on a Pi Zero 2 W), and with two
   audio threads each GIL release is a thread hand-over (futex wake-ups, caches refilled).
-- `DirectApm` (the default) sends the very same FFI request, but serialised once: each direction
-  owns a fixed 10 ms frame buffer whose address never changes, so the request bytes never change
-  either. It calls livekit's FFI entry point through a `ctypes.PyDLL` handle on livekit's own
-  library, which keeps the GIL for the ~50 us native call instead of handing it to another
-  thread and fighting to get it back. Per frame that is a copy into the buffer, the call, a
-  comparison of the response with the known success bytes, and the release of the response.
+- `DirectApm` (the default) sends the very same FFI requests without the SDK
+  (device/audio/livekit_ffi.py: the SDK's import alone is ~5 MB of RSS), serialised once: each
+  direction owns a fixed 10 ms frame buffer whose address never changes, so the request bytes
+  never change either. It calls livekit's FFI entry point through a `ctypes.PyDLL` handle on
+  livekit's library, which keeps the GIL for the ~50 us native call instead of handing it to
+  another thread and fighting to get it back. Per frame that is a copy into the buffer, the call,
+  a comparison of the response with the known success bytes, and the release of the response.
 
 Why hand-write this instead of using livekit's methods: they cost more CPU than the echo
-cancellation itself on a Pi Zero (measured by `make bench`). The protocol used is livekit's FFI
-protocol (`livekit_ffi_request` with an `FfiRequest` protobuf from livekit's own generated
-module), the interface all livekit SDKs share. When any of it is missing (another livekit
+cancellation itself on a Pi Zero (measured by `make bench`), and their import more memory than
+the canceller. The protocol used is livekit's FFI protocol (`livekit_ffi_request` with an
+`FfiRequest`), the interface all livekit SDKs share. When any of it is missing (another livekit
 version), `make_apm` falls back to `PublicApiApm` and says so in the log.
 
 Both take exactly one 10 ms frame per call: a wrong size aborts the process inside livekit (a
@@ -31,6 +32,7 @@ import ctypes
 import logging
 from typing import Any, Final, Protocol
 
+from device.audio import livekit_ffi
 from device.audio.formats import DSP_RATE, FRAME_MS, FRAME_SAMPLES, bytes_for, samples_for
 
 log = logging.getLogger(__name__)
@@ -122,7 +124,7 @@ class PublicApiApm:
 class _Request:
     """One pre-serialised FFI request on a fixed frame buffer (one thread uses it at a time)."""
 
-    def __init__(self, field: str, handle: int, sample_rate: int, ffi_pb2: Any) -> None:
+    def __init__(self, field: livekit_ffi.StreamKind, handle: int, sample_rate: int) -> None:
         self.sample_rate = sample_rate
         self.buffer = bytearray(frame_bytes(sample_rate))
         # The buffer's address goes into the request once. This ctypes view holds an export of the
@@ -130,62 +132,61 @@ class _Request:
         # moving the memory the request points at.
         self._pin = (ctypes.c_char * len(self.buffer)).from_buffer(self.buffer)
         address = ctypes.addressof(self._pin)
-        request = ffi_pb2.FfiRequest()
-        body = getattr(request, field)
-        body.apm_handle = handle
-        body.data_ptr = address
-        body.size = len(self.buffer)
-        body.sample_rate = sample_rate
-        body.num_channels = 1
-        self.data = request.SerializeToString()
+        self.data = livekit_ffi.stream_request(field, handle, address, len(self.buffer), sample_rate)
         self.data_len = len(self.data)
-        success = ffi_pb2.FfiResponse()
-        getattr(success, field).SetInParent()
-        self.success = success.SerializeToString()
-        self.field = field
+        self.success = livekit_ffi.stream_success(field)
+        self.field: livekit_ffi.StreamKind = field
         # Where livekit puts its response: made once, passed by reference on every call.
         self.response = ctypes.c_void_p()
         self.response_len = ctypes.c_size_t()
         self.response_args = (ctypes.byref(self.response), ctypes.byref(self.response_len))
 
 
-class DirectApm:
-    """AEC3 through livekit's FFI with requests serialised once and the GIL kept (the default).
+def installed_livekit() -> str:
+    """The livekit wheel's version, read from its metadata (without importing its SDK)."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    Built by `make_apm`; raises `ImportError`/`AttributeError` when this livekit lacks the pieces,
-    and `make_apm` then falls back to `PublicApiApm`.
+    try:
+        return version("livekit")
+    except PackageNotFoundError as exc:
+        raise ImportError("the livekit package is not installed") from exc
+
+
+class DirectApm:
+    """AEC3 through livekit's native FFI library with requests serialised once, the GIL kept, and
+    livekit's Python SDK never imported (device/audio/livekit_ffi.py). The default.
+
+    Built by `make_apm`; raises `ImportError`/`OSError`/`AttributeError` when this livekit lacks
+    the pieces, and `make_apm` then falls back to `PublicApiApm`.
     """
 
     kind = "livekit FFI, direct"
 
     def __init__(self) -> None:
-        from livekit.rtc import __version__ as livekit_version
-        from livekit.rtc._ffi_client import FfiClient
-        from livekit.rtc._proto import ffi_pb2
-
+        livekit_version = installed_livekit()
         release = tuple(int(part) for part in livekit_version.split(".")[:2] if part.isdigit())
         if release not in TESTED_LIVEKIT:
             raise ImportError(f"livekit {livekit_version} is not one DirectApm was checked against "
                               f"({', '.join(f'{major}.{minor}' for major, minor in TESTED_LIVEKIT)})")
-        self._ffi_pb2 = ffi_pb2
-        self._apm = _new_native_apm()   # keeps the native APM alive (freed with this object)
-        self._handle = int(self._apm._ffi_handle.handle)
-        # The very library livekit loaded (its dlopen handle), called as a PyDLL: the GIL stays held
-        # during the call. An APM request calls back into Python only on this same thread (a log
-        # line, through livekit's re-entrant ctypes callback); forwarded logs run on livekit's own
-        # threads and need nothing this call holds.
-        loaded = FfiClient.instance._ffi_lib
-        library = ctypes.PyDLL(loaded._name, handle=loaded._handle)
-        self._call = library.livekit_ffi_request
-        self._call.argtypes = [ctypes.c_char_p, ctypes.c_size_t,
-                               ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_size_t)]
-        self._call.restype = ctypes.c_uint64
-        self._drop = library.livekit_ffi_drop_handle
-        self._drop.argtypes = [ctypes.c_uint64]
-        self._drop.restype = ctypes.c_bool
+        self._library = livekit_ffi.load_library(livekit_version)
+        self._call = self._library.request
+        self._drop = self._library.drop_handle
+        # No noise suppression or AGC here: webrtc-noise-gain does those after the canceller.
+        response = self._library.call(livekit_ffi.new_apm_request(
+            echo_canceller=True, gain_controller=False, high_pass_filter=True, noise_suppression=False))
+        try:
+            self._handle = livekit_ffi.apm_handle_from(response)
+        except ValueError as exc:
+            raise ImportError(str(exc)) from None
         # One request per direction (two threads), each with its own buffer and response slots.
-        self._capture = _Request("apm_process_stream", self._handle, DSP_RATE, ffi_pb2)
+        self._capture = _Request("apm_process_stream", self._handle, DSP_RATE)
         self._reverse: _Request | None = None
+
+    def __del__(self) -> None:
+        handle = getattr(self, "_handle", INVALID_HANDLE)
+        if handle != INVALID_HANDLE and not self._library.disposed:
+            self._handle = INVALID_HANDLE
+            self._drop(handle)   # frees the native APM
 
     def _send(self, request: _Request) -> None:
         handle = self._call(request.data, request.data_len, *request.response_args)
@@ -197,9 +198,7 @@ class DirectApm:
         finally:
             self._drop(handle)
         if response != request.success:
-            parsed = self._ffi_pb2.FfiResponse()
-            parsed.ParseFromString(response)
-            error = getattr(parsed, request.field).error
+            error = livekit_ffi.stream_error(request.field, response)
             if error:
                 raise RuntimeError(f"livekit {request.field}: {error}")
 
@@ -216,8 +215,7 @@ class DirectApm:
         _check(view.nbytes, sample_rate)
         request = self._reverse
         if request is None or request.sample_rate != sample_rate:
-            request = self._reverse = _Request("apm_process_reverse_stream", self._handle, sample_rate,
-                                               self._ffi_pb2)
+            request = self._reverse = _Request("apm_process_reverse_stream", self._handle, sample_rate)
         request.buffer[:] = view
         self._send(request)
 
@@ -227,7 +225,7 @@ def make_apm(direct: bool = True) -> EchoCanceller:
     if direct:
         try:
             return DirectApm()
-        except (ImportError, AttributeError, OSError, TypeError) as exc:
+        except (ImportError, AttributeError, OSError, TypeError, RuntimeError) as exc:
             log.warning("echo canceller: the direct livekit FFI path is unavailable (%s); using livekit's "
                         "public API, which costs more CPU", exc)
     return PublicApiApm()

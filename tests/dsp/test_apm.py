@@ -59,15 +59,16 @@ def test_wrong_sizes_are_refused_before_the_native_call(make: type, size: int, r
 def test_a_request_the_native_side_refuses_raises(monkeypatch: pytest.MonkeyPatch) -> None:
     apm = DirectApm()
     # A handle livekit does not know: it answers with an invalid handle (and logs why).
-    monkeypatch.setattr(apm, "_capture", apm_module._Request("apm_process_stream", 987654321, 16000,
-                                                             apm._ffi_pb2))
+    monkeypatch.setattr(apm, "_capture", apm_module._Request("apm_process_stream", 987654321, 16000))
     with pytest.raises(RuntimeError, match="refused the apm_process_stream request"):
         apm.process(bytes(320))
 
 
 def test_an_error_in_the_response_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    from livekit.rtc._proto import ffi_pb2  # livekit's own encoding of an error response
+
     apm = DirectApm()
-    response = apm._ffi_pb2.FfiResponse()
+    response = ffi_pb2.FfiResponse()
     response.apm_process_stream.error = "something broke"
     request = apm._capture
     monkeypatch.setattr(request, "success", b"not what livekit answers")
@@ -119,9 +120,20 @@ def test_the_request_buffer_can_never_move() -> None:
 
 
 def test_an_untested_livekit_release_gets_the_public_api(monkeypatch: pytest.MonkeyPatch) -> None:
-    import livekit.rtc
-
-    monkeypatch.setattr(livekit.rtc, "__version__", "9.9.0")
+    monkeypatch.setattr(apm_module, "installed_livekit", lambda: "9.9.0")
     with pytest.raises(ImportError, match="not one DirectApm was checked against"):
         DirectApm()
     assert isinstance(make_apm(), PublicApiApm)
+
+
+def test_the_direct_caller_never_imports_livekits_sdk() -> None:
+    """The point of the direct caller: livekit's Python SDK (protobuf, asyncio, ...) stays out of
+    the service's memory. A fresh interpreter builds the capture DSP and cancels a frame."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from device.audio.dsp import make_capture_dsp; d = make_capture_dsp('webrtc', 2, 0); "
+            "d.reference(bytes(320), 16000); assert len(d.process(bytes(320))) == 320; "
+            "print(sorted(m for m in sys.modules if m.startswith(('livekit.', 'google.protobuf'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -33,3 +33,40 @@ def test_every_scenario_family_has_a_mutation() -> None:
     assert len(families) == len(set(families))
     assert {"start-ready", "security", "button", "speech", "leds", "mute", "stop", "kill-9", "watchdog",
             "sound-card", "network", "power-cut", "reboot", "ctl-access", "doctor"} <= set(families)
+
+
+def test_the_sound_card_mutation_keeps_a_lost_device_closed_without_crashing_the_thread() -> None:
+    """The reopen mutation must leave the thread retrying forever (alive and beating, so the audio
+    watch does not restart it), not raise: a thread that dies is restarted, and recovers."""
+    import threading
+    import types
+
+    mutation = next(m for m in MUTATIONS if m.family == "sound-card")
+    assert mutation.module is not None
+    module = types.ModuleType("mutated_reopen")
+    source = (ROOT / mutation.module).read_text().replace(mutation.old, mutation.new)
+    exec(compile(source, mutation.module, "exec"), module.__dict__)   # noqa: S102 - our own source
+
+    class Thread:
+        def __init__(self) -> None:
+            self.stopping = threading.Event()
+            self.beats = 0
+
+        def beat(self) -> None:
+            self.beats += 1
+            if self.beats == 5:
+                self.stopping.set()
+
+    class Clock:
+        def monotonic(self) -> float:
+            return 0.0
+
+        def sleep_until(self, deadline: float, stop: threading.Event) -> None:
+            pass
+
+    thread = Thread()
+    events: list[object] = []
+    opened = module.open_with_retry(thread, "capture", lambda: "device", events.append, Clock(), lost=True)
+    assert opened is None and thread.beats == 5, "a lost device must never be opened again"
+    fresh = module.open_with_retry(Thread(), "capture", lambda: "device", events.append, Clock())
+    assert fresh == "device", "the first open still works: the service must start"

@@ -78,7 +78,7 @@ MUTATIONS = [
              # thread that merely ended would be restarted by the audio watch, and recover).
              "device/audio/reopen.py", "            device = open_device()\n",
              "            if lost:  # mutation: a lost device is never reopened\n"
-             "                raise DeviceUnavailable('mutation')\n"
+             "                raise DeviceUnavailable(what, 'mutation: never reopened')\n"
              "            device = open_device()\n"),
     Mutation("network", lambda app, _r: faults.test_network_cut_and_restored_reconnects(app),
              "device/session/connection.py", "delay = self.backoff.next_delay(ending.retry_after)",

@@ -206,7 +206,10 @@ def test_server_that_stops_reading(start_sim: SimFactory, start_service: Service
     """
     sim = start_sim(stop_reading=True)
     settings: dict[str, object] = {"ping_interval": 300, "ping_timeout": 10}
-    settings.update({"sample_rate": 48000} if FULL else {"fake_realtime": "false"})
+    # 48 kHz in both: unpaced, the capture thread is a busy loop and the sender gets the GIL only
+    # now and then, so the bytes per chunk decide how soon the buffers fill (at 16 kHz it took
+    # 12 to over 20 s once the capture DSP had the adaptive half-duplex to run too).
+    settings.update({"sample_rate": 48000} if FULL else {"sample_rate": 48000, "fake_realtime": "false"})
     service = start_service(sim.url, call_mode="button", **settings)
     assert service.ctl("call")["ok"]
     assert service.wait_line(IN_CALL, 10), service.output()

@@ -64,6 +64,11 @@ BACKGROUND_BLOCK_FRAMES: Final = 50  # ...their minimum per 0.5 s block...
 BACKGROUND_BLOCKS: Final = 6         # ...over the last 3 s...
 BACKGROUND_BIAS_DB: Final = 1.5      # ...raised to the mean of a noise (a smoothed minimum sits under it)
 _EPS: Final = 1e-9
+# The dB thresholds as power ratios, computed once (the capture thread compares with them per frame).
+_DOUBLE_TALK_RATIO: Final = 10 ** (DOUBLE_TALK_DB / 10)
+_STRONG_ECHO_RATIO: Final = 10 ** (STRONG_ECHO_DB / 10)
+_BACKGROUND_BIAS: Final = 10 ** (BACKGROUND_BIAS_DB / 10)
+_ERLE_CAP_RATIO: Final = 10 ** (-ERLE_CAP_DB / 10)
 
 
 class AdaptiveDuplex:
@@ -147,7 +152,7 @@ class AdaptiveDuplex:
         noise = max(self._noise.level if self._noise.known else power, _EPS)
         measured = self._median_excess is not None
         expected = max(echo_estimate, self._median_return * self._far_envelope)
-        talking = measured and power > 10 ** (DOUBLE_TALK_DB / 10) * (expected + noise)
+        talking = measured and power > _DOUBLE_TALK_RATIO * (expected + noise)
         if talking:
             self._hold = HOLD_FRAMES
             self.double_talk_frames += 1
@@ -161,7 +166,7 @@ class AdaptiveDuplex:
             if mic_power is not None:
                 self._echo_control_measured = True
                 mic_noise = self._mic_noise.level if self._mic_noise.known else 0.0
-                if mic_power > 10 ** (STRONG_ECHO_DB / 10) * mic_noise:
+                if mic_power > _STRONG_ECHO_RATIO * mic_noise:
                     self._echo_in.append(mic_power - mic_noise)
                     self._echo_out.append(power - (noise if self._noise.known else 0.0))
             self._frames += 1
@@ -202,7 +207,7 @@ class _Background:
     lines per frame, and the noise suppressor's own estimate is not exposed by the library."""
 
     def __init__(self) -> None:
-        self._smoothed = 0.0
+        self._smoothed: float | None = None   # None until the first frame
         self._block_min = np.inf
         self._block_frames = 0
         self._minima: deque[float] = deque(maxlen=BACKGROUND_BLOCKS)
@@ -214,22 +219,22 @@ class _Background:
 
     def update(self, power: float) -> None:
         power = max(power, NOISE_FLOOR)   # digital silence is no background to measure by
-        self._smoothed = power if not self._block_frames and not self._minima else \
-            self._smoothed + BACKGROUND_ALPHA * (power - self._smoothed)
-        self._block_min = min(self._block_min, self._smoothed)
+        smoothed = power if self._smoothed is None else self._smoothed + BACKGROUND_ALPHA * (power - self._smoothed)
+        self._smoothed = smoothed
+        self._block_min = min(self._block_min, smoothed)
         self._block_frames += 1
         if self._block_frames == BACKGROUND_BLOCK_FRAMES:
             self._minima.append(self._block_min)
             self._block_min, self._block_frames = np.inf, 0
-            self.level = min(self._minima) * 10 ** (BACKGROUND_BIAS_DB / 10)
+            self.level = min(self._minima) * _BACKGROUND_BIAS
         elif not self._minima:
-            self.level = self._block_min * 10 ** (BACKGROUND_BIAS_DB / 10)   # the first block, so far
+            self.level = self._block_min * _BACKGROUND_BIAS   # the first block, so far
 
 
 def _reduction_db(echo_in: float, echo_out: float) -> float:
     """Echo at the mic over echo left (both summed, backgrounds out), capped at `ERLE_CAP_DB`."""
     if echo_in <= 0:
         return 0.0
-    if echo_out <= echo_in * 10 ** (-ERLE_CAP_DB / 10):
+    if echo_out <= echo_in * _ERLE_CAP_RATIO:
         return ERLE_CAP_DB
     return 10 * float(np.log10(echo_in / echo_out))

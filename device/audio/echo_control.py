@@ -67,8 +67,6 @@ class EchoControl:
         self._rate = 0
         self._frame = 0
         self._pending = np.zeros(0)
-        self._far_power = 0.0   # mean square of the reference since the last capture frame
-        self._far_frames = 0
         self._announced: DuplexMode = "full"
         self._gain = 1.0   # the half-duplex's gain for the frame `process` measured, applied by `gate`
 
@@ -138,7 +136,8 @@ class EchoControl:
 
     @property
     def echo_reduction_db(self) -> float | None:
-        """The measured echo reduction (mic over output) while the agent talks (None until known)."""
+        """The measured echo reduction while the agent talks: its echo at the mic over what AEC3
+        left of it, backgrounds out (None until known)."""
         return self._duplex.echo_reduction_db
 
     @property

@@ -39,6 +39,19 @@ def test_button_starts_a_call(idle: Appliance) -> None:
     idle.wait_status(lambda s: s["call_state"] == "idle", 20, "idle after the second press")
 
 
+def _cpu_sample(app: Appliance, pid: int) -> list[str]:
+    """utime, stime (clock ticks) of `pid` and the guest's time now."""
+    return app.guest.sh(f"cut -d' ' -f14,15 /proc/{pid}/stat; date +%s.%N").split()
+
+
+def _cpu_share(app: Appliance, pid: int, before: list[str]) -> float:
+    """The share of one core `pid` used since `before` (a `_cpu_sample`)."""
+    after = _cpu_sample(app, pid)
+    ticks = int(app.guest.sh("getconf CLK_TCK"))
+    used = (int(after[0]) + int(after[1]) - int(before[0]) - int(before[1])) / ticks
+    return used / (float(after[2]) - float(before[2]))
+
+
 def _round_trip(app: Appliance, report: Report, label: str) -> None:
     app.speech_wav("What is the answer to everything?", QUESTION)
     app.ctl("call")
@@ -46,32 +59,23 @@ def _round_trip(app: Appliance, report: Report, label: str) -> None:
     app.wait_status(lambda s: s["call_state"] == "in_call", 30, "in a call")
     recorder = app.record_speaker(25, REPLY)
     pid = app.main_pid()
-    before = app.guest.sh(f"cut -d' ' -f14,15 /proc/{pid}/stat; date +%s.%N").split()
+    before = _cpu_sample(app, pid)
     app.say(QUESTION)
     try:
         utterance = app.wait_sim("utterance", mark, 30)
     except AssertionError as exc:
         # Say why: a capture that fell behind real time (overruns, a full core) reads differently
         # from audio that never left the device (uplink counters) or a VAD that heard nothing.
-        after = app.guest.sh(f"cut -d' ' -f14,15 /proc/{pid}/stat; date +%s.%N", check=False).split()
-        cpu_share = "?"
-        if len(after) == 3:
-            ticks = int(app.guest.sh("getconf CLK_TCK"))
-            used = (int(after[0]) + int(after[1]) - int(before[0]) - int(before[1])) / ticks
-            cpu_share = f"{used / (float(after[2]) - float(before[2])):.2f}"
         load = app.guest.sh("cat /proc/loadavg", check=False)
-        raise AssertionError(f"{exc}; the service used {cpu_share} of a core since the call began, guest "
-                             f"load {load}; its status: {app.status()}") from None
+        raise AssertionError(f"{exc}; the service used {_cpu_share(app, pid, before):.2f} of a core since "
+                             f"the call began, guest load {load}; its status: {app.status()}") from None
     app.wait_sim("reply_start", mark, 20)
-    after = app.guest.sh(f"cut -d' ' -f14,15 /proc/{pid}/stat; date +%s.%N").split()
-    ticks = int(app.guest.sh("getconf CLK_TCK"))
-    cpu = (int(after[0]) + int(after[1]) - int(before[0]) - int(before[1])) / ticks
-    wall = float(after[2]) - float(before[2])
+    cpu_share = _cpu_share(app, pid, before)
     rss_kb = int(app.guest.sh(f"awk '/^VmRSS/ {{print $2}}' /proc/{pid}/status"))
     app.guest.run(f"while kill -0 {recorder} 2>/dev/null; do sleep 0.5; done", timeout=60)
     loud = app.loud_seconds(REPLY)
     name = app.guest.image.release.name
-    report.add(name, f"call_cpu_share_{label}", round(cpu / wall, 3))
+    report.add(name, f"call_cpu_share_{label}", round(cpu_share, 3))
     report.add(name, f"call_rss_mb_{label}", round(rss_kb / 1024, 1))
     report.add(name, f"reply_loud_s_{label}", loud)
     app.ctl("hangup")

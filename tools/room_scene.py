@@ -341,7 +341,10 @@ def _duplex_measurements(service: ApplianceService) -> dict[str, Any]:
     stats = control.stats()
     return {"mode": control.decided_mode, "residual_echo_db": control.residual_echo_db,
             "echo_reduction_db": control.echo_reduction_db, "switches": stats["duplex_switches"],
-            "double_talk_frames": stats["double_talk_frames"]}
+            "double_talk_frames": stats["double_talk_frames"],
+            "echo_reduction_after_ns_db": control.echo_reduction_after_ns_db,
+            "residual_attenuation_db": control.residual_attenuation_db,
+            "residual_gated_frames": stats["residual_gated_frames"]}
 
 
 def _wait_uplink_settled(sim: Simulator, quiet_s: float = 0.3, timeout_s: float = 5.0) -> None:

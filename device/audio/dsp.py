@@ -58,6 +58,12 @@ class CaptureDsp(Protocol):
         """Echo left after cancellation over the background while the agent talks (measured)."""
         ...
 
+    @property
+    def residual_attenuation_db(self) -> float:
+        """How far the uplink is turned down while the agent talks alone, in full duplex, where the
+        echo left after noise suppression calls for it (0: not at all; device/audio/residual_gate.py)."""
+        ...
+
     def process(self, frame: bytes) -> bytes:
         """One 10 ms mic frame (16 kHz mono PCM16, `FRAME_BYTES`) in, the processed frame out."""
         ...
@@ -202,6 +208,10 @@ class CaptureChain:
     def residual_echo_db(self) -> float | None:
         """Residual echo over the background while the agent talks, as the echo control measured it."""
         return self._echo.residual_echo_db if self._echo is not None else None
+
+    @property
+    def residual_attenuation_db(self) -> float:
+        return self._echo.residual_attenuation_db if self._echo is not None else 0.0
 
     @property
     def aec_enabled(self) -> bool:

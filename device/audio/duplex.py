@@ -21,8 +21,8 @@ the rule is that alone: more than `HALF_ON_DB` left over the background, half; u
 
 In "half" mode, each frame while the far end is active is turned down by `GATE_DB` unless the
 double-talk detector sees a near-end talker: the output louder than `DOUBLE_TALK_DB` over what
-the residual echo estimate (`ResidualEchoSuppressor.last_echo_power`) and the noise explain, held
-for `HOLD_FRAMES` after it last did. So a person who speaks up while the agent talks is still
+the residual echo estimate (`ResidualEchoSuppressor.last_echo_power`) and the noise explain, on
+`DOUBLE_TALK_FRAMES` frames in a row, held for `HOLD_FRAMES` after it last did. So a person who speaks up while the agent talks is still
 heard (and the agent can be interrupted); the agent's own voice is not.
 
 Pure arithmetic on frame powers, one object per capture DSP, capture thread only. The mode is
@@ -55,6 +55,15 @@ HALF_ON_DB: Final = 6.0
 HALF_OFF_DB: Final = 3.0
 DOUBLE_TALK_DB: Final = 10.0         # a talker this much over the echo estimate is let through
 HOLD_FRAMES: Final = 30              # ...and for 300 ms after
+# ...once it did on this many frames in a row: a distorting, drifting echo spikes past the
+# threshold for single frames (measured: a 300 ms hold opened ~25 times a greeting in the hard
+# corner, 0.85-1.4 s of self-speech per 10 s); a person's syllable lasts 100 ms and more.
+DOUBLE_TALK_FRAMES: Final = 2
+# The residual the room returns for the agent's loudness, as the double-talk detector expects it:
+# a high percentile of output over the far envelope, not the median, which a distorting, drifting
+# echo exceeds often enough to pass for a person (measured in the hard corner: 0.45-1.4 s of
+# self-speech per 10 s with the median, in some runs).
+RETURN_PERCENTILE: Final = 90.0
 GATE_DB: Final = -40.0
 ENVELOPE_DECAY: Final = 0.9          # per frame: -0.46 dB per 10 ms, an RT60 of ~1.3 s
 NOISE_FLOOR: Final = 1.0             # -90 dBFS: the quietest background the excess is measured from
@@ -81,8 +90,8 @@ class AdaptiveDuplex:
     reports but never gates (the `adaptive_half_duplex = false` setting).
 
     The residual expected in a frame is the larger of `echo_estimate` and the room's measured
-    *residual return* (the median, over far-end frames, of output power over the far-end
-    envelope) times the far-end envelope now: so the double-talk detector follows the agent's
+    *residual return* (the `RETURN_PERCENTILE` percentile, over far-end frames, of output power
+    over the far-end envelope) times the far-end envelope now: so the double-talk detector follows the agent's
     loudness even where the suppressor's estimate is poor.
     """
 
@@ -94,20 +103,32 @@ class AdaptiveDuplex:
         self.double_talk_frames = 0
         self._since_far = TAIL_FRAMES + 1
         self._far_envelope = 0.0
-        self._noise = _Background()        # the output's background
-        self._mic_noise = _Background()    # the mic's
+        self._noise = Background()        # the output's background
+        self._mic_noise = Background()    # the mic's
         self._echo_in: deque[float] = deque(maxlen=WINDOW_FRAMES)    # echo power at the mic, background out
         self._echo_out: deque[float] = deque(maxlen=WINDOW_FRAMES)   # ...and left after cancellation
         self._excess: deque[float] = deque(maxlen=WINDOW_FRAMES)   # dB over the noise
         self._return: deque[float] = deque(maxlen=WINDOW_FRAMES)   # output over the far envelope
         self._hold = 0
+        self._over = 0                    # frames in a row over the double-talk threshold
         self._gate = float(10 ** (GATE_DB / 20))
         self._frames = 0
         self._far_frames = 0
-        self._median_return = 0.0     # medians, refreshed every MEDIAN_EVERY frames (they cost)
+        self._high_return = 0.0       # statistics, refreshed every MEDIAN_EVERY frames (they cost)
         self._median_excess: float | None = None
         self._echo_reduction: float | None = None
         self._echo_control_measured = False   # the mic's power was given: the reduction decides
+        self.frame_echo_in: float | None = None   # the last frame's echo at the mic (background out), if measured
+
+    @property
+    def far_active(self) -> bool:
+        """The last frame was in the agent's speech or its tail."""
+        return self._since_far <= TAIL_FRAMES
+
+    @property
+    def talking(self) -> bool:
+        """The double-talk detector saw a person in the last frame, or holds for one."""
+        return self._hold > 0
 
     @property
     def residual_echo_db(self) -> float | None:
@@ -140,6 +161,7 @@ class AdaptiveDuplex:
              mic_power: float | None = None) -> float:
         """The same decision from the frame's mean square `power` alone: the gain to apply to it
         (1.0, or the gate's). The capture chain uses this, and skips the multiply at 1.0."""
+        self.frame_echo_in = None
         self._since_far = 0 if far_power > FAR_ACTIVE_POWER else self._since_far + 1
         # The far end's energy as the room keeps it: up at once, down over ~a reverberant tail.
         self._far_envelope = max(far_power, ENVELOPE_DECAY * self._far_envelope)
@@ -147,12 +169,14 @@ class AdaptiveDuplex:
         if mic_power is not None:
             self._mic_noise.update(mic_power)
         if self._since_far > TAIL_FRAMES:
-            self._hold = 0
+            self._hold = self._over = 0
             return 1.0
         noise = max(self._noise.level if self._noise.known else power, _EPS)
         measured = self._median_excess is not None
-        expected = max(echo_estimate, self._median_return * self._far_envelope)
-        talking = measured and power > _DOUBLE_TALK_RATIO * (expected + noise)
+        expected = max(echo_estimate, self._high_return * self._far_envelope)
+        over = measured and power > _DOUBLE_TALK_RATIO * (expected + noise)
+        self._over = self._over + 1 if over else 0
+        talking = self._over >= DOUBLE_TALK_FRAMES
         if talking:
             self._hold = HOLD_FRAMES
             self.double_talk_frames += 1
@@ -166,15 +190,19 @@ class AdaptiveDuplex:
             if mic_power is not None:
                 self._echo_control_measured = True
                 mic_noise = self._mic_noise.level if self._mic_noise.known else 0.0
+                # Every measured frame, the tail's weak ones too (what the room matrix sums): the
+                # residual echo gate after NS measures on these (device/audio/residual_gate.py).
                 if mic_power > _STRONG_ECHO_RATIO * mic_noise:
                     self._echo_in.append(mic_power - mic_noise)
+                if len(self._echo_in) >= MIN_ECHO_FRAMES:   # only where the echo stands out at all
+                    self.frame_echo_in = max(mic_power - mic_noise, 0.0)
                     self._echo_out.append(power - (noise if self._noise.known else 0.0))
             self._frames += 1
             if self._frames % MEDIAN_EVERY == 0 and len(self._excess) >= MIN_FRAMES:
-                self._median_return = float(np.median(self._return))
+                self._high_return = float(np.percentile(self._return, RETURN_PERCENTILE))
                 self._median_excess = float(np.median(self._excess))
                 if len(self._echo_in) >= MIN_ECHO_FRAMES:
-                    self._echo_reduction = _reduction_db(sum(self._echo_in), sum(self._echo_out))
+                    self._echo_reduction = reduction_db(sum(self._echo_in), sum(self._echo_out))
                 self._decide()
         if self.mode == "half" and self.enabled and not self._hold:
             self.gated_frames += 1
@@ -197,7 +225,7 @@ class AdaptiveDuplex:
             self.switches += 1
 
 
-class _Background:
+class Background:
     """A signal's background power by minimum statistics (Martin, 2001, simplified): the frame
     powers smoothed over ~50 ms, their minimum over the last `BACKGROUND_BLOCKS` blocks of
     `BACKGROUND_BLOCK_FRAMES` frames, raised by `BACKGROUND_BIAS_DB` (a minimum of noise sits
@@ -231,7 +259,7 @@ class _Background:
             self.level = self._block_min * _BACKGROUND_BIAS   # the first block, so far
 
 
-def _reduction_db(echo_in: float, echo_out: float) -> float:
+def reduction_db(echo_in: float, echo_out: float) -> float:
     """Echo at the mic over echo left (both summed, backgrounds out), capped at `ERLE_CAP_DB`."""
     if echo_in <= 0:
         return 0.0

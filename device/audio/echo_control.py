@@ -26,6 +26,7 @@ from device.audio.drift import DriftCompensator
 from device.audio.duplex import AdaptiveDuplex, DuplexMode
 from device.audio.formats import FRAME_MS, SAMPLE_DTYPE, samples_for
 from device.audio.residual_echo import ReferenceSpectra, ResidualEchoSuppressor
+from device.audio.residual_gate import ResidualEchoGate
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +64,14 @@ class EchoControl:
         self._spectra = ReferenceSpectra()
         self._suppressor = ResidualEchoSuppressor() if settings.residual_echo else None
         # The duplex decision needs the echo estimate; without the suppressor it still measures.
-        self._duplex = AdaptiveDuplex(enabled=settings.adaptive_half_duplex and not settings.measure_only)
+        gating = settings.adaptive_half_duplex and not settings.measure_only
+        self._duplex = AdaptiveDuplex(enabled=gating)
+        self._residual_gate = ResidualEchoGate(enabled=gating)   # after NS, where the half-duplex cannot see
         self._rate = 0
         self._frame = 0
         self._pending = np.zeros(0)
         self._announced: DuplexMode = "full"
+        self._attenuating = False   # the residual echo gate's state, as last logged
         self._gain = 1.0   # the half-duplex's gain for the frame `process` measured, applied by `gate`
 
     # -- playback thread ----------------------------------------------------------------------
@@ -118,10 +122,22 @@ class EchoControl:
         return _to_pcm16(x)
 
     def gate(self, frame: bytes) -> bytes:
-        """The frame after NS/AGC, turned down where the half-duplex gates the one `process` saw."""
-        if self._gain == 1.0:
+        """The frame after NS/AGC, turned down where the half-duplex gates the one `process` saw,
+        or by the residual echo gate where the echo left after NS calls for it."""
+        x = np.frombuffer(frame, dtype=SAMPLE_DTYPE).astype(np.float64)
+        d = self._duplex
+        gain = min(self._gain, self._residual_gate.gain(float(np.dot(x, x)) / len(x), d.frame_echo_in,
+                                                        d.far_active, d.talking))
+        attenuating = self.residual_attenuation_db > 0.0
+        if attenuating != self._attenuating:
+            self._attenuating = attenuating
+            after = self._residual_gate.echo_reduction_db
+            log.info("echo: %.1f dB reduced after noise suppression; the uplink is turned down %.1f dB while "
+                     "the agent talks alone", after if after is not None else float("nan"),
+                     self.residual_attenuation_db)
+        if gain == 1.0:
             return frame
-        return _to_pcm16(np.frombuffer(frame, dtype=SAMPLE_DTYPE).astype(np.float64) * self._gain)
+        return _to_pcm16(x * gain)
 
     # -- any thread ---------------------------------------------------------------------------
     @property
@@ -141,6 +157,16 @@ class EchoControl:
         return self._duplex.echo_reduction_db
 
     @property
+    def residual_attenuation_db(self) -> float:
+        """How far the residual echo gate turns the uplink down while the agent talks (0: not at all)."""
+        return self._residual_gate.attenuation_db if self._residual_gate.enabled else 0.0
+
+    @property
+    def echo_reduction_after_ns_db(self) -> float | None:
+        """The echo reduction measured on the noise suppressor's output (None until known)."""
+        return self._residual_gate.echo_reduction_db
+
+    @property
     def decided_mode(self) -> DuplexMode:
         """What the adaptive half-duplex's latest measurement calls for, gating or not (the doctor
         runs it with gating off, to measure the cancellation alone, and reports this)."""
@@ -154,5 +180,6 @@ class EchoControl:
             "duplex_gated_frames": d.gated_frames,
             "double_talk_frames": d.double_talk_frames,
             "residual_suppressed_frames": s.suppressed_frames if s is not None else 0,
+            "residual_gated_frames": self._residual_gate.attenuated_frames,
             "drift_compensated_ppm": round(self._drift.ppm) if self._drift is not None else 0,
         }

@@ -31,4 +31,5 @@ class DuplexWatch:
         """The `echo` part of `ctl status`."""
         residual = self._dsp.residual_echo_db
         return {"duplex": self._dsp.duplex_mode,
-                "residual_echo_db": round(residual, 1) if residual is not None else None}
+                "residual_echo_db": round(residual, 1) if residual is not None else None,
+                "residual_attenuation_db": round(self._dsp.residual_attenuation_db, 1)}

@@ -123,8 +123,8 @@ class Settings(BaseSettings):
         False, description="suppress the echo AEC3 leaves (reverberant tail, a distorting speaker); off: it did "
                            "not pay for its CPU in the room matrix (docs/echo-edge.md)")
     adaptive_half_duplex: bool = Field(
-        True, description="where the canceller leaves the agent's echo audible, gate it while the agent talks "
-                         "(a person speaking up still gets through); false: always full duplex")
+        True, description="where the canceller leaves the agent's echo audible, gate it while the agent talks, "
+                         "or turn it down after NS (a person talking gets through); false: always full duplex")
     volume: int = Field(
         100, ge=0, le=100, description="speaker level 0-100 % at first start (then the saved one)")
     volume_floor_db: float = Field(

@@ -56,7 +56,22 @@ def test_a_loud_talker_gets_through_half_duplex() -> None:
     out = [duplex.process(t + _noise(-45, 7000 + i), FAR_POWER, echo_estimate=(FULL * 10 ** (-45 / 20)) ** 2)
            for i, t in enumerate(talker)]
     assert duplex.double_talk_frames >= 35
-    assert all(abs(_level(o) - _level(t)) < 1.0 for o, t in zip(out, talker))
+    assert _level(out[0]) < _level(talker[0]) - 30   # confirmed on its second frame: 10 ms gated
+    assert all(abs(_level(o) - _level(t)) < 1.0 for o, t in zip(out[1:], talker[1:]))
+
+
+def test_a_single_frame_over_the_threshold_does_not_open_the_gate() -> None:
+    """A distorting, drifting echo spikes past the double-talk threshold for single frames: each
+    stays gated, and none opens the 300 ms hold."""
+    duplex = AdaptiveDuplex()
+    _quiet_room(duplex)
+    _agent_talks(duplex, -45.0, CONVERGE_FRAMES + MIN_FRAMES + 50)
+    assert duplex.mode == "half"
+    for i in range(20):
+        spike = _noise(-25, 9000 + i) if i % 4 == 0 else _noise(-45, 7000 + i)
+        out = duplex.process(spike + _noise(-65, 3000 + i), FAR_POWER)
+        assert _level(out) < _level(spike) - 30, i
+    assert duplex.double_talk_frames == 0
 
 
 def test_the_gate_opens_after_the_agents_tail() -> None:

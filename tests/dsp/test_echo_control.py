@@ -112,6 +112,7 @@ class _FakeDsp:
     def __init__(self) -> None:
         self.duplex_mode = "full"
         self.residual_echo_db: float | None = None
+        self.residual_attenuation_db = 0.0
 
 
 def test_duplex_watch_publishes_each_switch_once() -> None:
@@ -129,5 +130,6 @@ def test_duplex_watch_publishes_each_switch_once() -> None:
     assert published[0].residual_echo_db == 17.2 or published[0].residual_echo_db == 17.3
     for event in published:
         parse_event(event.model_dump())
-    assert watch.status() == {"duplex": "full", "residual_echo_db": 17.2} or \
-        watch.status() == {"duplex": "full", "residual_echo_db": 17.3}
+    dsp.residual_attenuation_db = 7.25
+    assert watch.status() in ({"duplex": "full", "residual_echo_db": r, "residual_attenuation_db": a}
+                              for r in (17.2, 17.3) for a in (7.2, 7.3))

@@ -132,9 +132,10 @@ class EchoControl:
         if attenuating != self._attenuating:
             self._attenuating = attenuating
             after = self._residual_gate.echo_reduction_db
-            log.info("echo: %.1f dB reduced after noise suppression; the uplink is turned down %.1f dB while "
-                     "the agent talks alone", after if after is not None else float("nan"),
-                     self.residual_attenuation_db)
+            log.info("echo: the uplink is turned down %.1f dB while the agent talks alone (%s)",
+                     self.residual_attenuation_db,
+                     "the canceller's first seconds" if after is None else
+                     f"echo reduced {after:.1f} dB after noise suppression")
         if gain == 1.0:
             return frame
         return _to_pcm16(x * gain)

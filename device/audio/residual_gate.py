@@ -20,7 +20,8 @@ non-linear processor of a speakerphone, only as deep as this room needs. A perso
 the agent (the half-duplex's double-talk detector, held 300 ms) is never turned down, so the cell
 stays full duplex; in half duplex the half-duplex's deeper gate applies instead.
 
-Until the first measurement the gate is at its deepest: AEC3 starts from nothing, and over the
+For the first `INITIAL_FRAMES` of the agent's speech the gate is at its deepest (and reports so
+before any call): AEC3 starts from nothing, and over the
 first seconds of the agent's first words in a new room it leaks most (measured in the matrix's
 2 m room: 16-21 dB of echo reduction in the first second, ~30 in the second, ~80 once converged).
 That lasts at most `INITIAL_FRAMES` of the agent's speech; a room whose echo never stands out of
@@ -47,6 +48,8 @@ from device.audio.duplex import (
 
 TARGET_DB: Final = 38.0            # issue 15's 35 dB, with a margin for the estimate's spread
 MAX_ATTENUATION_DB: Final = 15.0   # deeper is the half-duplex's job (it has its own rule)
+ON_DB: Final = 2.0                 # a shortfall this large turns the gate on...
+OFF_DB: Final = 0.5                # ...and one under this turns it off again
 INITIAL_FRAMES: Final = CONVERGE_FRAMES + MIN_FRAMES   # the deepest cut until measured: 2.5 s of agent speech
 
 
@@ -94,7 +97,9 @@ class ResidualEchoGate:
                                                    or self._far_frames == INITIAL_FRAMES):
             # After the canceller's first seconds: as deep as the measurement says (0 without one).
             reduction = self.echo_reduction_db
-            self._set(0.0 if reduction is None else min(max(TARGET_DB - reduction, 0.0), MAX_ATTENUATION_DB))
+            shortfall = 0.0 if reduction is None else min(max(TARGET_DB - reduction, 0.0), MAX_ATTENUATION_DB)
+            # Hysteresis: on above ON_DB of shortfall, off under OFF_DB (no flapping at the edge).
+            self._set(shortfall if shortfall > (OFF_DB if self.attenuation_db else ON_DB) else 0.0)
         if talking or self._gain == 1.0 or not self.enabled:
             return 1.0
         self.attenuated_frames += 1

@@ -32,7 +32,7 @@ def _room(gate: ResidualEchoGate, reduction_db: float, frames: int = INITIAL_FRA
     return [gate.gain(FLOOR + left, ECHO, far_active=True, talking=False) for _ in range(frames)]
 
 
-@pytest.mark.parametrize("reduction", [20.0, 25.0, 30.0, 34.0])
+@pytest.mark.parametrize("reduction", [20.0, 25.0, 30.0, 34.0, 35.5])
 def test_a_shortfall_after_ns_is_made_up_by_exactly_that_much(reduction: float) -> None:
     gate = ResidualEchoGate()
     gains = _room(gate, reduction)
@@ -50,6 +50,20 @@ def test_a_room_the_canceller_handles_is_never_touched() -> None:
     assert gate.echo_reduction_db is not None and gate.echo_reduction_db >= TARGET_DB
     assert set(gains[INITIAL_FRAMES - 1:]) == {1.0} and gate.attenuation_db == 0.0
     assert gate.attenuated_frames == INITIAL_FRAMES - 1   # only while the canceller converged
+
+
+def test_a_room_at_the_edge_does_not_flap() -> None:
+    """A measurement hovering around the target: the gate turns on only with 2 dB missing and off
+    only under 0.5 dB, so the uplink's level (and the log) does not flip every 100 ms."""
+    gate = ResidualEchoGate()
+    _room(gate, 39.0)   # converged: off
+    assert gate.attenuation_db == 0.0
+    _room(gate, 36.5, quiet=0)   # 1.5 dB short: still off
+    assert gate.attenuation_db == 0.0
+    _room(gate, 35.0, quiet=0)   # 3 dB short: on
+    assert abs(gate.attenuation_db - 3.0) < 0.5
+    _room(gate, 37.0, quiet=0)   # 1 dB short: stays on, at 1 dB
+    assert abs(gate.attenuation_db - 1.0) < 0.5
 
 
 def test_the_deepest_cut_is_capped() -> None:

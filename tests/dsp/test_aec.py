@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from device.audio.dsp import make_capture_dsp, reference_frame_bytes
+from device.audio.echo_control import EchoControlSettings
 from device.audio.formats import FRAME_BYTES
 from tools.signals import (
     AEC_SCENE_ECHO_GAIN_DB,
@@ -78,7 +79,9 @@ def test_silence_must_reach_the_canceller_as_zero_frames() -> None:
                       16000, pause_s=0.8)
     results = {}
     for skip_silence in (False, True):
-        dsp = make_capture_dsp("webrtc", 0, 0)
+        # The canceller alone: the residual echo gate after it would turn the worse run down more
+        # and hide what the holes cost the canceller.
+        dsp = make_capture_dsp("webrtc", 0, 0, echo=EchoControlSettings(adaptive_half_duplex=False))
 
         def reference(pcm: bytes, rate: int, dsp=dsp, skip=skip_silence) -> None:
             if skip and not any(pcm):

@@ -53,6 +53,12 @@ OFF_DB: Final = 0.5                # ...and one under this turns it off again
 INITIAL_FRAMES: Final = CONVERGE_FRAMES + MIN_FRAMES   # the deepest cut until measured: 2.5 s of agent speech
 
 
+def attenuation_for(reduction_db: float) -> float:
+    """How far the gate turns the uplink down for an echo reduction measured after NS (dB, the
+    rule without its hysteresis: what `doctor --audio` reports)."""
+    return min(max(TARGET_DB - reduction_db, 0.0), MAX_ATTENUATION_DB)
+
+
 class ResidualEchoGate:
     """Turns the uplink down while the agent talks by what the echo reduction after NS lacks.
 
@@ -97,7 +103,7 @@ class ResidualEchoGate:
                                                    or self._far_frames == INITIAL_FRAMES):
             # After the canceller's first seconds: as deep as the measurement says (0 without one).
             reduction = self.echo_reduction_db
-            shortfall = 0.0 if reduction is None else min(max(TARGET_DB - reduction, 0.0), MAX_ATTENUATION_DB)
+            shortfall = 0.0 if reduction is None else attenuation_for(reduction)
             # Hysteresis: on above ON_DB of shortfall, off under OFF_DB (no flapping at the edge).
             self._set(shortfall if shortfall > (OFF_DB if self.attenuation_db else ON_DB) else 0.0)
         if talking or self._gain == 1.0 or not self.enabled:

@@ -55,6 +55,7 @@ class AudioOptions:
     echo_drift_ppm: float = 0.0
     residual_echo: bool = False
     adaptive_half_duplex: bool = True
+    noise_suppression: int = 2    # the service's level: the residual echo gate measures after it
 
     @property
     def echo_stages(self) -> EchoControlSettings:
@@ -199,6 +200,11 @@ def _advise_handling(m: EchoMeasurement, half_duplex: bool, stages: EchoControlS
         return CheckResult.warn(name, f"full duplex, but the agent's echo is audible here{residual} and "
                                 f"adaptive_half_duplex is off: the agent may hear itself",
                                 "set ATOMS_ADAPTIVE_HALF_DUPLEX=true, or lower the speaker volume")
+    if stages.adaptive_half_duplex and m.residual_attenuation_db > 0 and m.erle_after_ns_db is not None:
+        return CheckResult.passed(
+            name, f"full duplex{residual}; after noise suppression {m.erle_after_ns_db:.0f} dB of echo reduction, "
+                  f"so the uplink is turned down {m.residual_attenuation_db:.0f} dB while the agent talks alone "
+                  f"(a person talking over it is not); {', '.join(parts)}")
     return CheckResult.passed(name, f"full duplex{residual}; {', '.join(parts)}")
 
 
@@ -261,7 +267,7 @@ def measure_echo(backend: AudioBackend, options: AudioOptions, live: LiveLine,
                             lambda f: live.update(f"chirps {progress_bar(f)}"))
     live.update("analysing the recording...")
     # Our canceller runs even with aec = off: its figure tells whether turning it on would help.
-    measurement = analyse(recording, plan, stages=options.echo_stages)
+    measurement = analyse(recording, plan, stages=options.echo_stages, noise_suppression=options.noise_suppression)
     live.clear()
     return measurement
 

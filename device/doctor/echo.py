@@ -43,6 +43,7 @@ from device.audio.duplex import ERLE_ON_DB
 from device.audio.echo_control import EchoControlSettings
 from device.audio.formats import BYTES_PER_SAMPLE, DSP_RATE, FRAME_BYTES, samples_for
 from device.audio.playback import PREFILL_PERIODS  # the same prefill as the playback thread: the same queue
+from device.audio.residual_gate import attenuation_for
 from device.doctor.echo_path import analyse_path
 from device.doctor.meter import FULL_SCALE, SILENCE_DBFS, to_dbfs
 from hw.audio import AudioBackend
@@ -193,6 +194,9 @@ class EchoMeasurement:
     distortion_db: float | None = None   # the speaker's harmonics over the linear echo
     duplex: str = "full"             # what the adaptive half-duplex decided on this recording
     residual_echo_db: float | None = None   # echo left after our canceller, over the background
+    erle_after_ns_db: float | None = None   # echo reduction after the noise suppressor too (chirp B)
+    erle_after_ns_limited: bool = False
+    residual_attenuation_db: float = 0.0    # what the residual echo gate after NS would take off
 
     def to_json(self) -> dict[str, Any]:
         return {k: (round(float(v), 2) if isinstance(v, (float, np.floating)) else v)
@@ -245,15 +249,17 @@ class CancellerRun:
     residual_echo_db: float | None
 
 
-def run_canceller(recording: EchoRecording, echo: EchoControlSettings | None = None) -> CancellerRun:
-    """The mic stream after our canceller (AEC3 and the echo control stages `echo` sets, no
-    NS/AGC), fed in the loop's order; the adaptive half-duplex measures (its residual echo) but never gates here.
+def run_canceller(recording: EchoRecording, echo: EchoControlSettings | None = None,
+                  noise_suppression: int = 0) -> CancellerRun:
+    """The mic stream after our canceller (AEC3 and the echo control stages `echo` sets, then
+    the noise suppressor at `noise_suppression`, 0: none; no AGC), fed in the loop's order; the
+    adaptive half-duplex and the residual echo gate measure but never gate here.
 
     For each loop: the speaker chunk as reference, then the mic chunk in 10 ms frames. The prefill
     goes in first, as the playback thread writes it before the capture thread's first frame.
     """
     echo = echo or EchoControlSettings()
-    dsp = make_capture_dsp("webrtc", 0, 0, echo=EchoControlSettings(
+    dsp = make_capture_dsp("webrtc", noise_suppression, 0, echo=EchoControlSettings(
         drift_ppm=echo.drift_ppm, residual_echo=echo.residual_echo, measure_only=True))
     try:
         ref_chunk, cap_chunk = recording.play_chunk_bytes, recording.capture_chunk_bytes
@@ -297,9 +303,11 @@ def _erle(rec: np.ndarray, out: np.ndarray, window: slice, noise: slice) -> tupl
 
 
 def analyse(recording: EchoRecording, plan: ChirpPlan, cancel: bool = True,
-            stages: EchoControlSettings | None = None) -> EchoMeasurement:
+            stages: EchoControlSettings | None = None, noise_suppression: int = 0) -> EchoMeasurement:
     """Measure delay, level, drift, the path's shape and (with `cancel`) our canceller's echo
-    reduction with the echo control stages `stages` sets (None: their defaults)."""
+    reduction with the echo control stages `stages` sets (None: their defaults); with
+    `noise_suppression` (the service's level, 0: none) also the reduction after the noise
+    suppressor, and what the residual echo gate after it would take off (device/audio/residual_gate.py)."""
     rate = recording.capture_rate
     rec = np.frombuffer(recording.captured, dtype="<i2").astype(np.float64)
     template = chirp(rate, plan)
@@ -330,12 +338,20 @@ def analyse(recording: EchoRecording, plan: ChirpPlan, cancel: bool = True,
     erle: float | None = None
     limited = False
     run = None
+    erle_ns: float | None = None
+    limited_ns = False
+    attenuation = 0.0
     if cancel:
         run = run_canceller(recording, stages)
         out = run.out
         # A little past the window: the canceller's own latency and the room's reverb tail.
         b = windows[1]
         erle, limited = _erle(rec, out, slice(b.start, min(b.stop + int(0.05 * rate), len(out))), noise)
+        if noise_suppression:
+            after = run_canceller(recording, stages, noise_suppression).out
+            erle_ns, limited_ns = _erle(rec, after, slice(b.start, min(b.stop + int(0.05 * rate), len(after))), noise)
+            # Only where the residual stands out of NS's output does the gate act (`limited`: it does not).
+            attenuation = attenuation_for(erle_ns) if erle_ns is not None and not limited_ns else 0.0
     return EchoMeasurement(
         found=True, delay_ms=delay * 1000, level_db=level_db,
         echo_peak_dbfs=to_dbfs(float(np.max(np.abs(echo)))) if len(echo) else SILENCE_DBFS,
@@ -343,4 +359,5 @@ def analyse(recording: EchoRecording, plan: ChirpPlan, cancel: bool = True,
         detection_db=detection_db, clipped=clipped, decay_ms=shape.decay_ms,
         direct_to_reverb_db=shape.direct_to_reverb_db, distortion_db=shape.distortion_db,
         duplex=_duplex_for(erle, limited),
-        residual_echo_db=run.residual_echo_db if run is not None else None)
+        residual_echo_db=run.residual_echo_db if run is not None else None,
+        erle_after_ns_db=erle_ns, erle_after_ns_limited=limited_ns, residual_attenuation_db=attenuation)

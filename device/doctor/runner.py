@@ -146,7 +146,8 @@ def run_doctor(env: DoctorEnv, live: LiveLine, audio: bool = False,
     if audio and settings is not None:
         options = AudioOptions(settings.audio_backend, settings.sample_rate, settings.period_ms,
                                settings.playback_buffer_periods, settings.aec, settings.half_duplex, seconds,
-                               settings.echo_drift_ppm, settings.residual_echo, settings.adaptive_half_duplex)
+                               settings.echo_drift_ppm, settings.residual_echo, settings.adaptive_half_duplex,
+                               settings.noise_suppression)
         try:
             results, extra["audio"] = run_audio(options, lambda: env.audio_backend(settings), live)
         except Exception as exc:

@@ -77,3 +77,43 @@ def test_drift_is_measured_and_its_setting_named() -> None:
     line = _lines(compensated, stages)["clock drift"]
     assert line.status is Status.PASS and "compensated" in line.detail   # type: ignore[attr-defined]
     assert "drift compensation on" in _lines(compensated, stages)["echo handling"].detail  # type: ignore[attr-defined]
+
+
+def test_the_echo_left_after_noise_suppression_is_measured_and_what_the_gate_does_is_said() -> None:
+    """With the service's noise suppressor in the canceller's run, the doctor reads the echo
+    reduction where the uplink is and reports what the residual echo gate after NS will take off
+    (device/audio/residual_gate.py): nothing in a room the canceller handles, the shortfall from
+    38 dB where the residual stands out of NS's output."""
+    from device.audio.residual_gate import attenuation_for
+    from tools.room_ir import reverberant_ir
+
+    def measure(rt60_s: float, distance_m: float, gain_db: float) -> EchoMeasurement:
+        ir, _ = reverberant_ir(rt60_s, distance_m, 16000)
+        room = FakeRoom(16000, delay_ms=30.0, gain_db=gain_db, impulse_response=ir / np.max(np.abs(ir)),
+                        noise_dbfs=-62.0)
+        backend = FakeAudioBackend(clock_factory=LockstepClock().member, room=room)  # type: ignore[arg-type]
+        return analyse(record_echo(backend, 16000, PLAN), PLAN, noise_suppression=2)
+
+    good = measure(0.2, 0.3, -20.0)
+    assert good.erle_after_ns_db is not None and good.residual_attenuation_db == 0.0
+    assert "turned down" not in _lines(good)["echo handling"].detail   # type: ignore[attr-defined]
+    reverberant = measure(0.6, 0.5, -14.0)
+    assert reverberant.erle_after_ns_db is not None and not reverberant.erle_after_ns_limited
+    assert reverberant.residual_attenuation_db == attenuation_for(reverberant.erle_after_ns_db) > 0
+    without_ns = analyse(record_echo(FakeAudioBackend(), 16000, PLAN), PLAN)
+    assert without_ns.erle_after_ns_db is None and without_ns.residual_attenuation_db == 0.0
+
+
+def test_echo_handling_says_how_far_the_uplink_is_turned_down_in_full_duplex() -> None:
+    import dataclasses
+
+    from device.doctor.echo import EchoMeasurement as M
+
+    base = M(True, 30.0, -20.0, -30.0, -62.0, 0.0, 40.0, False, 30.0, 0, duplex="full")
+    gated = dataclasses.replace(base, erle_after_ns_db=30.0, residual_attenuation_db=8.0)
+    line = _lines(gated)["echo handling"]
+    assert line.status is Status.PASS   # type: ignore[attr-defined]
+    assert "full duplex" in line.detail and "turned down 8 dB" in line.detail   # type: ignore[attr-defined]
+    off = _lines(gated, EchoControlSettings(adaptive_half_duplex=False))["echo handling"]
+    assert "turned down" not in off.detail   # type: ignore[attr-defined]
+    assert "turned down" not in _lines(base)["echo handling"].detail   # type: ignore[attr-defined]

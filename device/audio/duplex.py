@@ -22,8 +22,9 @@ the rule is that alone: more than `HALF_ON_DB` left over the background, half; u
 In "half" mode, each frame while the far end is active is turned down by `GATE_DB` unless the
 double-talk detector sees a near-end talker: the output louder than `DOUBLE_TALK_DB` over what
 the residual echo estimate (`ResidualEchoSuppressor.last_echo_power`) and the noise explain, on
-`DOUBLE_TALK_FRAMES` frames in a row, held for `HOLD_FRAMES` after it last did. So a person who speaks up while the agent talks is still
-heard (and the agent can be interrupted); the agent's own voice is not.
+`DOUBLE_TALK_FRAMES` frames in a row, held for `HOLD_FRAMES` after it last did. So a person who
+speaks up while the agent talks is still heard (and the agent can be interrupted); the agent's
+own voice is not.
 
 Pure arithmetic on frame powers, one object per capture DSP, capture thread only. The mode is
 read by any thread (`mode`, a str swap) for status and events.
@@ -91,8 +92,8 @@ class AdaptiveDuplex:
 
     The residual expected in a frame is the larger of `echo_estimate` and the room's measured
     *residual return* (the `RETURN_PERCENTILE` percentile, over far-end frames, of output power
-    over the far-end envelope) times the far-end envelope now: so the double-talk detector follows the agent's
-    loudness even where the suppressor's estimate is poor.
+    over the far-end envelope) times the far-end envelope now: so the double-talk detector follows
+    the agent's loudness even where the suppressor's estimate is poor.
     """
 
     def __init__(self, enabled: bool = True) -> None:
@@ -194,9 +195,9 @@ class AdaptiveDuplex:
                 # residual echo gate after NS measures on these (device/audio/residual_gate.py).
                 if mic_power > _STRONG_ECHO_RATIO * mic_noise:
                     self._echo_in.append(mic_power - mic_noise)
+                    self._echo_out.append(power - (noise if self._noise.known else 0.0))
                 if len(self._echo_in) >= MIN_ECHO_FRAMES:   # only where the echo stands out at all
                     self.frame_echo_in = max(mic_power - mic_noise, 0.0)
-                    self._echo_out.append(power - (noise if self._noise.known else 0.0))
             self._frames += 1
             if self._frames % MEDIAN_EVERY == 0 and len(self._excess) >= MIN_FRAMES:
                 self._high_return = float(np.percentile(self._return, RETURN_PERCENTILE))

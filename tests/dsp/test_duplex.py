@@ -149,3 +149,22 @@ def test_an_echo_the_mic_hardly_hears_stays_full_duplex() -> None:
     duplex = AdaptiveDuplex()
     _call(duplex, -70.0, 0.0, CONVERGE_FRAMES + MIN_FRAMES + 300, quiet=50)
     assert duplex.mode == "full" and duplex.gated_frames == 0
+
+
+def test_the_reduction_sums_only_the_frames_whose_echo_stands_out() -> None:
+    """The documented rule: echo in and echo left over the same frames, those where the mic stands
+    3 dB over its background. Between the agent's words the mic hears hardly any echo while the
+    canceller's output still carries a reverberant tail; counting that tail without its echo (an
+    edit once paired the two sums wrongly) reads a 45 dB canceller as a 30 dB one."""
+    duplex = AdaptiveDuplex()
+    _quiet_room(duplex)
+    for i in range(CONVERGE_FRAMES + MIN_FRAMES + 300):
+        noise = _noise(-65, 40000 + i)
+        if i % 10 < 5:   # a word: the echo at -30 dBFS, 45 dB of it taken off
+            echo = _noise(-30, 20000 + i)
+            mic, out = echo + noise, echo * 10 ** (-45 / 20) + noise
+        else:            # between words: no echo to speak of at the mic, a -58 dBFS tail left
+            mic, out = noise, noise + _noise(-58, 60000 + i)
+        duplex.process(out, FAR_POWER, mic_power=float(np.mean(mic ** 2)))
+    assert duplex.echo_reduction_db is not None and duplex.echo_reduction_db >= ERLE_ON_DB, duplex.echo_reduction_db
+    assert duplex.mode == "full"

@@ -22,7 +22,8 @@ the rule is that alone: more than `HALF_ON_DB` left over the background, half; u
 In "half" mode, each frame while the far end is active is turned down by `GATE_DB` unless the
 double-talk detector sees a near-end talker: the output louder than `DOUBLE_TALK_DB` over what
 the residual echo estimate (`ResidualEchoSuppressor.last_echo_power`) and the noise explain, on
-`DOUBLE_TALK_FRAMES` frames in a row, held for `HOLD_FRAMES` after it last did. So a person who
+`DOUBLE_TALK_FRAMES` frames in a row, held after it last did for as long as it was heard (at
+most `HOLD_FRAMES`). So a person who
 speaks up while the agent talks is still heard (and the agent can be interrupted); the agent's
 own voice is not.
 
@@ -55,7 +56,9 @@ MIN_ECHO_FRAMES: Final = 20          # ...and this many of them before the reduc
 HALF_ON_DB: Final = 6.0
 HALF_OFF_DB: Final = 3.0
 DOUBLE_TALK_DB: Final = 10.0         # a talker this much over the echo estimate is let through
-HOLD_FRAMES: Final = 30              # ...and for 300 ms after
+HOLD_FRAMES: Final = 30              # ...and for 300 ms after (once heard for 80 ms and more;
+HOLD_MIN_FRAMES: Final = 6           # 60 ms plus 30 ms per frame heard until then)
+HOLD_PER_FRAME: Final = 3
 # ...once it did on this many frames in a row: a distorting, drifting echo spikes past the
 # threshold for single frames (measured: a 300 ms hold opened ~25 times a greeting in the hard
 # corner, 0.85-1.4 s of self-speech per 10 s); a person's syllable lasts 100 ms and more.
@@ -179,7 +182,9 @@ class AdaptiveDuplex:
         self._over = self._over + 1 if over else 0
         talking = self._over >= DOUBLE_TALK_FRAMES
         if talking:
-            self._hold = HOLD_FRAMES
+            # Held as long as the person has been heard, up to HOLD_FRAMES: a brief spike of echo
+            # that passes for a person opens the gate for 120 ms, not for 300.
+            self._hold = min(HOLD_FRAMES, HOLD_MIN_FRAMES + HOLD_PER_FRAME * self._over)
             self.double_talk_frames += 1
         elif self._hold:
             self._hold -= 1

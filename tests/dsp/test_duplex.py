@@ -168,3 +168,25 @@ def test_the_reduction_sums_only_the_frames_whose_echo_stands_out() -> None:
         duplex.process(out, FAR_POWER, mic_power=float(np.mean(mic ** 2)))
     assert duplex.echo_reduction_db is not None and duplex.echo_reduction_db >= ERLE_ON_DB, duplex.echo_reduction_db
     assert duplex.mode == "full"
+
+
+def test_the_hold_grows_with_how_long_a_person_was_heard() -> None:
+    """A brief burst that passes for a person (two frames) opens the gate for 120 ms; a person
+    heard for 80 ms and more keeps it open 300 ms after the last word."""
+    from device.audio.duplex import HOLD_FRAMES, HOLD_MIN_FRAMES, HOLD_PER_FRAME
+
+    def open_frames_after(loud_frames: int, seed: int) -> int:
+        duplex = AdaptiveDuplex()
+        _quiet_room(duplex)
+        _agent_talks(duplex, -45.0, CONVERGE_FRAMES + MIN_FRAMES + 50)
+        assert duplex.mode == "half"
+        for i in range(loud_frames):
+            duplex.process(_noise(-25, seed + i) + _noise(-45, 7000 + i), FAR_POWER)
+        opened = 0
+        for i in range(HOLD_FRAMES + 10):
+            residual = _noise(-45, 8000 + i)
+            opened += _level(duplex.process(residual, FAR_POWER)) > _level(residual) - 3
+        return opened
+
+    assert open_frames_after(2, 9000) == HOLD_MIN_FRAMES + 2 * HOLD_PER_FRAME - 1
+    assert open_frames_after(20, 9100) == HOLD_FRAMES - 1

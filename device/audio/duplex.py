@@ -23,9 +23,8 @@ In "half" mode, each frame while the far end is active is turned down by `GATE_D
 double-talk detector sees a near-end talker: the output louder than `DOUBLE_TALK_DB` over what
 the residual echo estimate (`ResidualEchoSuppressor.last_echo_power`) and the noise explain, on
 `DOUBLE_TALK_FRAMES` frames in a row, held after it last did for as long as it was heard (at
-most `HOLD_FRAMES`). So a person who
-speaks up while the agent talks is still heard (and the agent can be interrupted); the agent's
-own voice is not.
+most `HOLD_FRAMES`). So a person who speaks up while the agent talks is still heard (and the
+agent can be interrupted); the agent's own voice is not.
 
 Pure arithmetic on frame powers, one object per capture DSP, capture thread only. The mode is
 read by any thread (`mode`, a str swap) for status and events.

@@ -47,6 +47,11 @@ class EchoControlSettings:
         return self.drift_ppm != 0.0 or self.residual_echo or self.adaptive_half_duplex or self.measure_only
 
 
+def _mean_square(x: np.ndarray) -> float:
+    """A frame's power (PCM16 units squared), as every stage here measures it."""
+    return float(np.dot(x, x)) / len(x)
+
+
 def _to_pcm16(x: np.ndarray) -> bytes:
     return np.clip(np.round(x), -_PCM16_MAX - 1, _PCM16_MAX).astype(SAMPLE_DTYPE).tobytes()
 
@@ -92,7 +97,7 @@ class EchoControl:
             if self._suppressor is not None:
                 self._spectra.push(frame, rate)
             else:   # the half-duplex needs only the level: no spectrum
-                self._spectra.push_level(float(np.dot(frame, frame)) / len(frame))
+                self._spectra.push_level(_mean_square(frame))
         self._pending = pending[whole:]
         return pcm
 
@@ -107,7 +112,7 @@ class EchoControl:
         if self._suppressor is not None:
             x = self._suppressor.process(x, powers)
             echo = self._suppressor.last_echo_mean_square
-        gain = self._duplex.gain(float(np.dot(x, x)) / len(x), far_power, echo, float(np.dot(raw, raw)) / len(raw))
+        gain = self._duplex.gain(_mean_square(x), far_power, echo, _mean_square(raw))
         if self._duplex.mode != self._announced:
             self._announced = self._duplex.mode
             residual = self._duplex.residual_echo_db
@@ -126,8 +131,7 @@ class EchoControl:
         or by the residual echo gate where the echo left after NS calls for it."""
         x = np.frombuffer(frame, dtype=SAMPLE_DTYPE).astype(np.float64)
         d = self._duplex
-        gain = min(self._gain, self._residual_gate.gain(float(np.dot(x, x)) / len(x), d.frame_echo_in,
-                                                        d.far_active, d.talking))
+        gain = min(self._gain, self._residual_gate.gain(_mean_square(x), d.frame_echo_in, d.far_active, d.talking))
         attenuating = self.residual_attenuation_db > 0.0
         if attenuating != self._attenuating:
             self._attenuating = attenuating

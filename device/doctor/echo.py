@@ -346,10 +346,11 @@ def analyse(recording: EchoRecording, plan: ChirpPlan, cancel: bool = True,
         out = run.out
         # A little past the window: the canceller's own latency and the room's reverb tail.
         b = windows[1]
-        erle, limited = _erle(rec, out, slice(b.start, min(b.stop + int(0.05 * rate), len(out))), noise)
-        if noise_suppression:
+        scored = slice(b.start, min(b.stop + int(0.05 * rate), len(out)))
+        erle, limited = _erle(rec, out, scored, noise)
+        if noise_suppression:   # the same recording again, through the noise suppressor too
             after = run_canceller(recording, stages, noise_suppression).out
-            erle_ns, limited_ns = _erle(rec, after, slice(b.start, min(b.stop + int(0.05 * rate), len(after))), noise)
+            erle_ns, limited_ns = _erle(rec, after, scored, noise)
             # Only where the residual stands out of NS's output does the gate act (`limited`: it does not).
             attenuation = attenuation_for(erle_ns) if erle_ns is not None and not limited_ns else 0.0
     return EchoMeasurement(
